@@ -18,7 +18,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PACKAGE_DIR = Path("zsd") / "v1"
-INIT_TEXT = '"""Generated protobuf and gRPC code for the zsd.v1 API. Do not edit: run protos/generate.py."""\n'
+INIT_TEXT = (
+    '"""Generated protobuf and gRPC code for the zsd.v1 API. Do not edit: run protos/generate.py."""\n'
+)
 
 
 def _include_dirs() -> list[str]:
@@ -40,9 +42,16 @@ def generate(out_root: Path) -> list[Path]:
     # mypy-protobuf's plugins live beside the interpreter, which may not be on PATH.
     bindir = Path(sys.executable).parent
     plugins = [f"--plugin=protoc-gen-{n}={bindir / ('protoc-gen-' + n)}" for n in ("mypy", "mypy_grpc")]
-    args = ["protoc", *plugins, *(f"-I{d}" for d in _include_dirs()),
-            f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--mypy_out={out}", f"--mypy_grpc_out={out}", *protos]
+    args = [
+        "protoc",
+        *plugins,
+        *(f"-I{d}" for d in _include_dirs()),
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     (out_root / PACKAGE_DIR / "__init__.py").write_text(INIT_TEXT)
@@ -58,7 +67,9 @@ def stale_files() -> list[str]:
         wanted = {p.name for p in fresh}
         have = {p.name for p in current.iterdir() if p.is_file()} if current.is_dir() else set()
         stale = sorted(wanted ^ have)
-        stale += [p.name for p in fresh if p.name in have and not filecmp.cmp(p, current / p.name, shallow=False)]
+        stale += [
+            p.name for p in fresh if p.name in have and not filecmp.cmp(p, current / p.name, shallow=False)
+        ]
         return sorted(set(stale))
 
 
@@ -69,7 +80,9 @@ def main() -> int:
     if ns.check:
         stale = stale_files()
         if stale:
-            print("stale generated code in zsd/v1 (run protos/generate.py):", ", ".join(stale), file=sys.stderr)
+            print(
+                "stale generated code in zsd/v1 (run protos/generate.py):", ", ".join(stale), file=sys.stderr
+            )
             return 1
         return 0
     with tempfile.TemporaryDirectory() as tmp:

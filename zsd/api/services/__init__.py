@@ -1,0 +1,1 @@
+"""Thin servicers: decode and validate -> core (on trio) -> encode."""

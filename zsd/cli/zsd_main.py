@@ -1,0 +1,138 @@
+"""``zsd``: the daemon and host administration.
+
+zsd run [--config FILE] [--root DIR] [--set section.key=value ...]
+zsd config check [same options]       validate and print the effective configuration
+zsd host probe-kvm [--device PATH]    does hardware virtualization really work here?
+zsd version
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+import zsd
+from zsd import config as config_mod
+from zsd.errors import ZsdError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zsd", description="zsd host daemon and administration")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="configuration file (default: <root>/etc/zsd/zsd.toml)")
+        p.add_argument(
+            "--root",
+            type=Path,
+            default=Path("/"),
+            help="prefix for every path zsd owns (several hosts on one machine)",
+        )
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override one configuration key (repeatable; wins over file and environment)",
+        )
+
+    config_options(sub.add_parser("run", help="run the daemon in the foreground"))
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    config_options(cfg_sub.add_parser("check", help="validate and print the effective configuration"))
+    host = sub.add_parser("host", help="host tools")
+    host_sub = host.add_subparsers(dest="host_command", required=True)
+    probe = host_sub.add_parser("probe-kvm", help="run a tiny guest under KVM; exit 0 if KVM is usable")
+    probe.add_argument("--device", type=Path, default=Path("/dev/kvm"))
+    probe.add_argument("--timeout", type=float, default=3.0)
+    sub.add_parser("version", help="print the zsd version")
+    return parser
+
+
+def _load(ns: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(root=ns.root, config_file=ns.config, overrides=ns.overrides)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    from zsd.daemon import DaemonDeps, serve
+    from zsd.host.facts import default_collector
+    from zsd.paths import Paths
+    from zsd.util.notify import SystemdNotifier
+
+    config = _load(ns)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    paths = Paths(root=config.root)
+    deps = DaemonDeps(
+        config=config,
+        notifier=SystemdNotifier(),
+        collector=default_collector(
+            sysfs=paths.sysfs,
+            procfs=paths.procfs,
+            libvirt_uri=config.hypervisor.libvirt_uri,
+            hypervisor=config.hypervisor.kind,
+            probe_timeout=config.hypervisor.probe_timeout,
+        ),
+        reload=lambda: _load(ns),
+        environ=dict(os.environ),
+    )
+    trio.run(serve, deps)
+    return 0
+
+
+def _probe(ns: argparse.Namespace) -> int:
+    from zsd.host.kvmprobe import probe_kvm
+
+    result = probe_kvm(device=ns.device, timeout=ns.timeout)
+    print(("usable: " if result.usable else "not usable: ") + result.reason)
+    return 0 if result.usable else 1
+
+
+def _first_zsd_error(e: BaseException) -> ZsdError | None:
+    if isinstance(e, ZsdError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _first_zsd_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    try:
+        if ns.command == "run":
+            return _run(ns)
+        if ns.command == "config":
+            cfg = _load(ns)
+            print(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+            return 0
+        if ns.command == "host":
+            return _probe(ns)
+        print(zsd.__version__)
+        return 0
+    except (ZsdError, BaseExceptionGroup) as e:
+        err = _first_zsd_error(e)
+        if err is None:
+            raise
+        print(f"zsd: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

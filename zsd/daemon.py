@@ -1,0 +1,178 @@
+"""The zsd process: one root nursery, subsystems started in order with
+``nursery.start`` (READY=1 only when all are ready), signals, watchdog.
+
+SIGTERM/SIGINT: STOPPING=1, drain in-flight RPCs for ``api.shutdown_grace``, exit
+(well within 5 s). SIGHUP: re-read the configuration; apply what can change live,
+log what needs a restart, keep the old configuration if the new one is invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+import trio
+
+import zsd
+from zsd.api.gateway import Gateway
+from zsd.api.server import ApiServer, Registrar
+from zsd.api.services.cluster import ClusterService
+from zsd.api.services.hosts import HostService
+from zsd.api.services.operations import OperationService
+from zsd.cluster.identity import cluster_identity, host_identity
+from zsd.cluster.local import LocalCluster
+from zsd.cluster.operations import OperationRegistry
+from zsd.config import Config
+from zsd.errors import ConfigError
+from zsd.host.inventory import Collector, Inventory
+from zsd.paths import Paths
+from zsd.util.apithread import Bridge, open_api_thread
+from zsd.util.notify import Notifier, watchdog_interval
+from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc, operation_pb2, operation_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# SIGTERM must end the process within 5 s: grace (<= 4.5 s, validated) plus this much
+# for everything else, after which the remaining work is abandoned.
+_STOP_SLACK = 0.4
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonDeps:
+    config: Config
+    notifier: Notifier
+    collector: Collector
+    # Re-reads the configuration from the sources it was first read from.
+    reload: Callable[[], Config]
+    environ: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Core:
+    cluster: LocalCluster
+    inventory: Inventory
+    operations: OperationRegistry
+
+
+def _registrar(bridge: Bridge, core: _Core) -> Registrar:
+    gateway = Gateway(bridge.to_trio)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        host_pb2_grpc.add_HostServiceServicer_to_server(
+            HostService(
+                gateway=gateway, cluster=core.cluster, inventory=core.inventory, operations=core.operations
+            ),
+            server,
+        )
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(
+            ClusterService(gateway=gateway, cluster=core.cluster), server
+        )
+        operation_pb2_grpc.add_OperationServiceServicer_to_server(
+            OperationService(gateway=gateway, operations=core.operations), server
+        )
+        return [
+            host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
+            cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+            operation_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name,
+        ]
+
+    return register
+
+
+async def serve(deps: DaemonDeps) -> None:
+    config, notify = deps.config, deps.notifier.notify
+    paths = Paths(root=config.root)
+    notify("STATUS=starting")
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        host_ident = host_identity(paths.identity_file)
+        cluster_ident = cluster_identity(paths.cluster_file, default_name=config.cluster_name)
+        async with open_api_thread() as bridge, trio.open_nursery() as nursery:
+            notify("STATUS=collecting host inventory")
+            inventory = Inventory(collector=deps.collector, interval=config.facts_interval)
+            await nursery.start(inventory.run)
+            operations = OperationRegistry(host=f"hosts/{config.host_name}")
+            await nursery.start(operations.run)
+            core = _Core(
+                cluster=LocalCluster(
+                    host_name=config.host_name,
+                    address=config.host_address,
+                    host_identity=host_ident,
+                    cluster_identity=cluster_ident,
+                    inventory=inventory,
+                    version=zsd.__version__,
+                ),
+                inventory=inventory,
+                operations=operations,
+            )
+            notify("STATUS=starting API")
+            api = ApiServer(bridge=bridge, config=config.api, register=_registrar(bridge, core))
+            await nursery.start(api.run)
+            hv = inventory.facts.hypervisor.kind.value
+            serving = f"serving on unix:{config.api.socket}" + (
+                f" and {config.api.tcp_listen}" if config.api.tcp_listen else ""
+            )
+            notify(f"READY=1\nSTATUS={serving}; cluster of 1; hypervisor {hv}")
+            log.info("ready: %s; hypervisor %s", serving, hv)
+            interval = watchdog_interval(deps.environ, os.getpid())
+            if interval is not None:
+                nursery.start_soon(_watchdog, bridge, deps.notifier, interval)
+            await _handle_signals(signals, deps, config, inventory, serving)
+            notify("STOPPING=1\nSTATUS=stopping: draining in-flight calls")
+            log.info("stopping: draining in-flight calls for up to %.1f s", config.api.shutdown_grace)
+            with trio.move_on_after(config.api.shutdown_grace + _STOP_SLACK):
+                await api.stop(grace=config.api.shutdown_grace)
+            nursery.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _handle_signals(
+    signals: AsyncIterator[int],
+    deps: DaemonDeps,
+    config: Config,
+    inventory: Inventory,
+    serving: str,
+) -> None:
+    """Returns when the daemon should stop."""
+    async for signum in signals:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            log.info("received %s", signal.Signals(signum).name)
+            return
+        deps.notifier.notify("RELOADING=1\nSTATUS=reloading configuration")
+        config = _reload(deps, config, inventory)
+        deps.notifier.notify(f"READY=1\nSTATUS={serving}")
+
+
+def _reload(deps: DaemonDeps, old: Config, inventory: Inventory) -> Config:
+    try:
+        new = deps.reload()
+    except ConfigError as e:
+        log.error("configuration reload failed, keeping the running configuration: %s", e)  # noqa: TRY400
+        return old
+    logging.getLogger().setLevel(new.log_level.upper())
+    inventory.interval = new.facts_interval
+    live = {"log_level", "facts_interval", "source"}
+    restart = [k for k in vars(old) if k not in live and getattr(old, k) != getattr(new, k)]
+    if restart:
+        log.warning(
+            "configuration reloaded; these changes take effect after a restart: %s", ", ".join(restart)
+        )
+    else:
+        log.info("configuration reloaded")
+    return new
+
+
+async def _watchdog(bridge: Bridge, notifier: Notifier, interval: float) -> None:
+    """Pings systemd only while both event loops (trio and the API's asyncio) respond."""
+
+    async def pong() -> bool:
+        return True
+
+    while True:
+        with trio.move_on_after(interval):
+            if await bridge.to_asyncio.run(pong()):
+                notifier.notify("WATCHDOG=1")
+        await trio.sleep(interval)
