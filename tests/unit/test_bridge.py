@@ -109,7 +109,7 @@ async def test_many_concurrent_calls_use_no_extra_threads() -> None:
             )
 
         assert await on_asyncio(bridge, aio_side) == list(range(200))
-        assert max(peak) == before
+        assert max(peak) <= before  # idle worker threads of earlier tests may exit meanwhile
 
 
 async def test_stream_items_then_error() -> None:
