@@ -74,6 +74,7 @@ def _run(ns: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _quiet_libvirt()
     paths = Paths(root=config.root)
     deps = DaemonDeps(
         config=config,
@@ -90,6 +91,16 @@ def _run(ns: argparse.Namespace) -> int:
     )
     trio.run(serve, deps)
     return 0
+
+
+def _quiet_libvirt() -> None:
+    """libvirt's default handler prints every error to stderr; zsd turns them into
+    exceptions and logs them itself, so the duplicate output is dropped."""
+    try:
+        import libvirt
+    except ImportError:
+        return
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def _probe(ns: argparse.Namespace) -> int:

@@ -281,3 +281,40 @@ async def test_paging_over_operations(daemon: Running) -> None:
             break
     assert seen[:5] == list(reversed(names))
     assert len(seen) == len(set(seen))
+
+
+async def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
+    config = load(root=tmp_path, env={}, hostname="node1", overrides=["api.shutdown_grace=2"])
+    notifier = RecordingNotifier()
+    collector = StaticCollector(sample_facts(), delay=0.5)
+    deps = DaemonDeps(
+        config=config, notifier=notifier, collector=collector, reload=lambda: config, environ={}
+    )
+    channel = grpc.insecure_channel(f"unix:{config.api.socket}")
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, deps)
+            with trio.fail_after(10):
+                while "READY=1" not in notifier.states():
+                    await trio.sleep(0.01)
+            hosts = host_pb2_grpc.HostServiceStub(channel)
+            ops = operation_pb2_grpc.OperationServiceStub(channel)
+            op = await trio.to_thread.run_sync(
+                lambda: hosts.RefreshHost(host_pb2.RefreshHostRequest(name="hosts/-"))
+            )
+            result: list[operation_pb2.Operation] = []
+
+            def wait_call() -> None:
+                result.append(ops.WaitOperation(operation_pb2.WaitOperationRequest(name=op.name), timeout=10))
+
+            nursery.start_soon(trio.to_thread.run_sync, wait_call)
+            await trio.sleep(0.1)  # the call is now waiting inside the daemon
+            stopping_at = trio.current_time()
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        channel.close()
+    # The in-flight wait finished normally (drained), then the daemon stopped, all within 5 s.
+    assert result and result[0].done
+    assert result[0].metadata.state == operation_pb2.OperationMetadata.SUCCEEDED
+    assert trio.current_time() - stopping_at < 5
+    assert "STOPPING=1" in notifier.states()
