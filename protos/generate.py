@@ -59,11 +59,11 @@ def generate(out_root: Path) -> list[Path]:
     return sorted((out_root / PACKAGE_DIR).iterdir())
 
 
-def stale_files() -> list[str]:
-    """Names of generated files that differ from what protos/ produces now."""
+def stale_files(current: Path = REPO / PACKAGE_DIR) -> list[str]:
+    """Names of files in ``current`` that differ from what protos/ produces now
+    (changed, missing or extra)."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
-        current = REPO / PACKAGE_DIR
         wanted = {p.name for p in fresh}
         have = {p.name for p in current.iterdir() if p.is_file()} if current.is_dir() else set()
         stale = sorted(wanted ^ have)
