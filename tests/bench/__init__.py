@@ -1,0 +1,1 @@
+"""Benchmarks and simulations: run by hand as modules (``python -m tests.bench.NAME``), not by pytest."""
