@@ -159,3 +159,25 @@ async def test_stream_consumer_leaving_early_stops_producer() -> None:
         with trio.fail_after(2):
             await finished.wait()
         assert len(produced) < 10
+
+
+async def test_sync_call_runs_on_trio_thread_and_carries_errors() -> None:
+    async with open_api_thread() as bridge:
+        main = threading.get_ident()
+
+        def ok() -> int:
+            assert threading.get_ident() == main
+            return 7
+
+        def fails() -> int:
+            raise NotFound("nope", field="name")
+
+        async def aio_side() -> tuple[int, str]:
+            value = await bridge.to_trio.call(ok)
+            try:
+                await bridge.to_trio.call(fails)
+            except NotFound as e:
+                return value, e.field or ""
+            return value, "no error"
+
+        assert await on_asyncio(bridge, aio_side) == (7, "name")

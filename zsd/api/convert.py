@@ -46,7 +46,14 @@ _OP_STATE = {
 OP_STATE_FROM_PROTO = {v: k for k, v in _OP_STATE.items()}
 
 
-def host(rec: HostRecord) -> host_pb2.Host:
+def host(rec: HostRecord, *, now: float) -> host_pb2.Host:
+    msg = host_without_uptime(rec)
+    msg.uptime.CopyFrom(duration(max(now - rec.started_at, 0.0)))
+    return msg
+
+
+def host_without_uptime(rec: HostRecord) -> host_pb2.Host:
+    """Everything but the one field that changes every second (see HostMessageCache)."""
     f = rec.facts
     return host_pb2.Host(
         name=f"hosts/{rec.name}",
@@ -100,7 +107,6 @@ def host(rec: HostRecord) -> host_pb2.Host:
             for n in f.nics
         ],
         zsd_version=rec.zsd_version,
-        uptime=duration(max(rec.now - rec.started_at, 0.0)),
         boot_time=timestamp(f.boot_time),
         kernel=f.kernel,
         os=f.os,
@@ -126,8 +132,7 @@ def cluster(rec: ClusterRecord) -> cluster_pb2.Cluster:
     )
 
 
-def operation(view: OperationView, result: Message | None) -> operation_pb2.Operation:
-    """``result`` is the already-encoded response message (the caller knows its type)."""
+def operation(view: OperationView, *, now: float) -> operation_pb2.Operation:
     meta = operation_pb2.OperationMetadata(
         verb=view.verb,
         target=view.target,
@@ -143,19 +148,20 @@ def operation(view: OperationView, result: Message | None) -> operation_pb2.Oper
     if view.end_time is not None:
         meta.end_time.CopyFrom(timestamp(view.end_time))
     op = operation_pb2.Operation(name=view.name, metadata=meta, done=view.done)
+    result = operation_result(view.result, now=now) if view.done else None
     if view.error is not None:
         op.error.CopyFrom(to_rpc_status(view.error))
-    elif view.done and result is not None:
+    elif result is not None:
         packed = any_pb2.Any()
         packed.Pack(result)
         op.response.CopyFrom(packed)
     return op
 
 
-def operation_result(value: object) -> Message | None:
+def operation_result(value: object, *, now: float) -> Message | None:
     """Encodes what a job returned as the Operation's response."""
     if isinstance(value, HostRecord):
-        return host(value)
+        return host(value, now=now)
     if value is None:
         return None
     raise TypeError(f"no encoder for operation result of type {type(value).__name__}")

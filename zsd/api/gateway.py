@@ -31,6 +31,10 @@ class Gateway:
         """Runs ``fn`` on the trio side under the RPC's deadline."""
         return await self._portal.run(fn, timeout=context.time_remaining())
 
+    async def trio_sync(self, fn: Callable[[], T]) -> T:
+        """Runs a synchronous, non-blocking core function on the trio side (reads, starting operations)."""
+        return await self._portal.call(fn)
+
     async def handle(
         self,
         context: grpc.aio.ServicerContext[object, object],

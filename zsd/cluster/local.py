@@ -38,7 +38,6 @@ class HostRecord:
     facts: HostFacts
     zsd_version: str
     started_at: float
-    now: float
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +104,6 @@ class LocalCluster:
             facts=facts,
             zsd_version=self._version,
             started_at=self._started,
-            now=self._clock(),
         )
 
     def hosts(self) -> list[HostRecord]:

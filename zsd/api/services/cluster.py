@@ -6,7 +6,7 @@ import grpc
 
 from zsd.api import convert, names
 from zsd.api.gateway import Gateway
-from zsd.cluster.local import ClusterRecord, LocalCluster
+from zsd.cluster.local import LocalCluster
 from zsd.v1 import cluster_pb2, cluster_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
@@ -21,9 +21,6 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         async def get_cluster(req: cluster_pb2.GetClusterRequest) -> cluster_pb2.Cluster:
             names.cluster(req.name)
 
-            async def core() -> ClusterRecord:
-                return self._cluster.cluster()
-
-            return convert.cluster(await self._gw.trio(context, core))
+            return convert.cluster(await self._gw.trio_sync(self._cluster.cluster))
 
         return await self._gw.handle(context, get_cluster, request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from zsd.api import convert, names, paging
@@ -18,7 +20,7 @@ _MAX_SEQ = 10**15
 
 
 def _encode(view: OperationView) -> operation_pb2.Operation:
-    return convert.operation(view, convert.operation_result(view.result))
+    return convert.operation(view, now=time.time())
 
 
 class OperationService(operation_pb2_grpc.OperationServiceServicer):
@@ -32,10 +34,7 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
         async def get(req: operation_pb2.GetOperationRequest) -> operation_pb2.Operation:
             name = names.operation(req.name)
 
-            async def core() -> OperationView:
-                return self._ops.get(name)
-
-            return _encode(await self._gw.trio(context, core))
+            return _encode(await self._gw.trio_sync(lambda: self._ops.get(name)))
 
         return await self._gw.handle(context, get, request)
 
@@ -47,10 +46,7 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
                 raise InvalidArgument(f"state {req.state} is not a known operation state", field="state")
             state = convert.OP_STATE_FROM_PROTO.get(req.state)
 
-            async def core() -> list[OperationView]:
-                return self._ops.list(state=state, target=req.target or None)
-
-            views = await self._gw.trio(context, core)
+            views = await self._gw.trio_sync(lambda: self._ops.list(state=state, target=req.target or None))
             # Newest first; the key sorts the same way, so tokens survive inserts.
             page = paging.paginate(
                 views,
@@ -94,9 +90,6 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
         async def cancel(req: operation_pb2.CancelOperationRequest) -> operation_pb2.Operation:
             name = names.operation(req.name)
 
-            async def core() -> OperationView:
-                return self._ops.cancel(name)
-
-            return _encode(await self._gw.trio(context, core))
+            return _encode(await self._gw.trio_sync(lambda: self._ops.cancel(name)))
 
         return await self._gw.handle(context, cancel, request)
