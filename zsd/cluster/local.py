@@ -65,6 +65,11 @@ class ClusterRecord:
 
 
 class LocalCluster:
+    """Reads (``host``, ``hosts``, ``cluster``, ``address``) are safe from any thread:
+    they touch only immutable values (identities, config strings, the inventory's
+    current ``HostFacts``) that trio replaces wholesale, never mutates in place. The
+    API thread relies on this to serve reads without a hop into trio."""
+
     def __init__(
         self,
         *,

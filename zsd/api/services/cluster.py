@@ -21,6 +21,6 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         async def get_cluster(req: cluster_pb2.GetClusterRequest) -> cluster_pb2.Cluster:
             names.cluster(req.name)
 
-            return convert.cluster(await self._gw.trio_sync(self._cluster.cluster))
+            return convert.cluster(self._cluster.cluster())  # thread-safe read (see LocalCluster)
 
         return await self._gw.handle(context, get_cluster, request)

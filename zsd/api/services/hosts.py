@@ -58,7 +58,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
     async def ListHosts(self, request: host_pb2.ListHostsRequest, context: Ctx) -> host_pb2.ListHostsResponse:
         async def list_hosts(req: host_pb2.ListHostsRequest) -> host_pb2.ListHostsResponse:
             masks.validate(req.read_mask, host_pb2.Host, field="read_mask")
-            records = await self._gw.trio_sync(lambda: sorted(self._cluster.hosts(), key=lambda h: h.name))
+            records = sorted(self._cluster.hosts(), key=lambda h: h.name)  # thread-safe read, no hop
             page = paging.paginate(
                 records, key=lambda h: h.name, page_size=req.page_size, page_token=req.page_token
             )
@@ -74,7 +74,9 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         async def get_host(req: host_pb2.GetHostRequest) -> host_pb2.Host:
             host = names.host_id(req.name)
             masks.validate(req.read_mask, host_pb2.Host, field="read_mask")
-            record = await self._gw.trio_sync(lambda: self._cluster.host(host))
+            # LocalCluster reads are thread-safe (see its docstring): no hop into trio,
+            # which measured 25-120 us per call, a fifth of GetHost's cost.
+            record = self._cluster.host(host)
             return masks.apply(req.read_mask, self._cache.encode(record, now=self._clock()))
 
         return await self._gw.handle(context, get_host, request)
