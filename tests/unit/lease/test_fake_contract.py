@@ -1,0 +1,7 @@
+"""The Authority contract on the fake (virtual time)."""
+
+from tests.unit.lease.contract import AuthorityContract
+
+
+class TestFakeAuthorityContract(AuthorityContract):
+    pass
