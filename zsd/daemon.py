@@ -92,6 +92,8 @@ async def serve(deps: DaemonDeps) -> None:
         host_ident = host_identity(paths.identity_file)
         cluster_ident = cluster_identity(paths.cluster_file, default_name=config.cluster_name)
         async with open_api_thread() as bridge, trio.open_nursery() as nursery:
+            life = _Lifecycle(deps=deps, config=config, startup=nursery.cancel_scope)
+            nursery.start_soon(life.handle_signals, signals)
             notify("STATUS=collecting host inventory")
             inventory = Inventory(collector=deps.collector, interval=config.facts_interval)
             await nursery.start(inventory.run)
@@ -117,18 +119,54 @@ async def serve(deps: DaemonDeps) -> None:
                 f" and {config.api.tcp_listen}" if config.api.tcp_listen else ""
             )
             _tune_gc()
+            life.ready(inventory=inventory, status=serving)
             notify(f"READY=1\nSTATUS={serving}; cluster of 1; hypervisor {hv}")
             log.info("ready: %s; hypervisor %s", serving, hv)
             interval = watchdog_interval(deps.environ, os.getpid())
             if interval is not None:
                 nursery.start_soon(_watchdog, bridge, deps.notifier, interval)
-            await _handle_signals(signals, deps, config, inventory, serving)
+            await life.stopping.wait()
             notify("STOPPING=1\nSTATUS=stopping: draining in-flight calls")
             log.info("stopping: draining in-flight calls for up to %.1f s", config.api.shutdown_grace)
             with trio.move_on_after(config.api.shutdown_grace + _STOP_SLACK):
                 await api.stop(grace=config.api.shutdown_grace)
             nursery.cancel_scope.cancel()
     log.info("stopped")
+
+
+class _Lifecycle:
+    """Signals, from the first moment: SIGTERM during start-up abandons it at once
+    (nothing is in flight yet); once ready it starts the drain. SIGHUP reloads."""
+
+    def __init__(self, *, deps: DaemonDeps, config: Config, startup: trio.CancelScope) -> None:
+        self._deps = deps
+        self._config = config
+        self._startup: trio.CancelScope | None = startup
+        self._inventory: Inventory | None = None
+        self._status = ""
+        self.stopping = trio.Event()
+
+    def ready(self, *, inventory: Inventory, status: str) -> None:
+        self._startup = None
+        self._inventory = inventory
+        self._status = status
+
+    async def handle_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                log.info("received %s", signal.Signals(signum).name)
+                if self._startup is not None:
+                    log.info("stopping during start-up")
+                    self._deps.notifier.notify("STOPPING=1\nSTATUS=stopping during start-up")
+                    self._startup.cancel()
+                self.stopping.set()
+                return
+            if self._inventory is None:
+                log.warning("SIGHUP during start-up ignored: the configuration was read moments ago")
+                continue
+            self._deps.notifier.notify("RELOADING=1\nSTATUS=reloading configuration")
+            self._config = _reload(self._deps, self._config, self._inventory)
+            self._deps.notifier.notify(f"READY=1\nSTATUS={self._status}")
 
 
 def _tune_gc() -> None:
@@ -140,23 +178,6 @@ def _tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(10_000, gen1, gen2)
-
-
-async def _handle_signals(
-    signals: AsyncIterator[int],
-    deps: DaemonDeps,
-    config: Config,
-    inventory: Inventory,
-    serving: str,
-) -> None:
-    """Returns when the daemon should stop."""
-    async for signum in signals:
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            log.info("received %s", signal.Signals(signum).name)
-            return
-        deps.notifier.notify("RELOADING=1\nSTATUS=reloading configuration")
-        config = _reload(deps, config, inventory)
-        deps.notifier.notify(f"READY=1\nSTATUS={serving}")
 
 
 def _reload(deps: DaemonDeps, old: Config, inventory: Inventory) -> Config:

@@ -318,3 +318,23 @@ async def test_sigterm_drains_in_flight_calls(tmp_path: Path) -> None:
     assert result[0].metadata.state == operation_pb2.OperationMetadata.SUCCEEDED
     assert trio.current_time() - stopping_at < 5
     assert "STOPPING=1" in notifier.states()
+
+
+async def test_sigterm_during_startup_stops_at_once(tmp_path: Path) -> None:
+    config = load(root=tmp_path, env={}, hostname="node1")
+    notifier = RecordingNotifier()
+    collector = StaticCollector(sample_facts(), delay=60)  # an inventory that takes a minute
+    deps = DaemonDeps(
+        config=config, notifier=notifier, collector=collector, reload=lambda: config, environ={}
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve, deps)
+        with trio.fail_after(5):
+            while "STATUS=collecting host inventory" not in notifier.states():
+                await trio.sleep(0.01)
+        started = trio.current_time()
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert trio.current_time() - started < 2
+    assert "READY=1" not in notifier.states()
+    assert "STOPPING=1" in notifier.states()
+    assert not config.api.socket.exists()

@@ -11,8 +11,17 @@ from zsd.cluster.local import HostRecord, HostState
 
 
 def record(**changes: object) -> HostRecord:
-    base = HostRecord(name="n1", host_id=1, uid="u", address="192.0.2.1", state=HostState.READY,
-                      state_reasons=(), facts=sample_facts(), zsd_version="0.1.0", started_at=1000.0)
+    base = HostRecord(
+        name="n1",
+        host_id=1,
+        uid="u",
+        address="192.0.2.1",
+        state=HostState.READY,
+        state_reasons=(),
+        facts=sample_facts(),
+        zsd_version="0.1.0",
+        started_at=1000.0,
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
