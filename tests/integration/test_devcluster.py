@@ -1,0 +1,202 @@
+"""The dev cluster: 3 simulated hosts (namespaces, sanlock, zsd) on this machine, its
+fault primitives, and that `down` leaves nothing behind — library and command line.
+
+Namespace names carry this test process's pid, so concurrent runs never meet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from zsd.testing import netfabric
+from zsd.testing.devcluster import DevCluster, DevClusterError, HostInfo, ZsdExtras
+from zsd.testing.health import check_health
+from zsd.testing.procs import ProcRef
+
+ROOT = Path(__file__).resolve().parents[2]
+ZSCTL = str(Path(sys.executable).parent / "zsctl")
+PREFIX = f"zsd-t{os.getpid()}"
+
+
+def _missing() -> str:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool, package in (("sanlock", "sanlock"), ("ip", "iproute2"), ("cc", "gcc")):
+        if shutil.which(tool) is None:
+            return f"needs {package}"
+    return ""
+
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(bool(_missing()), reason=_missing())]
+
+
+def our_namespaces(prefix: str) -> list[str]:
+    return [ns for ns in netfabric.names() if ns.startswith(f"{prefix}-")]
+
+
+class RecordingHook:
+    """The per-host extension point: called before every zsd start, in host order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, dc: DevCluster, host: HostInfo) -> ZsdExtras:
+        assert dc.host(host).sanlock is not None  # sanlock is up before zsd starts
+        self.calls.append(host.name)
+        return ZsdExtras(args=("--set", "log.level=debug"), env={"DEVCLUSTER_TEST_HOST": host.name})
+
+
+@pytest.fixture
+def hook() -> RecordingHook:
+    return RecordingHook()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, hook: RecordingHook) -> Iterator[DevCluster]:
+    dc = DevCluster(state_dir=tmp_path / "dc", prefix=PREFIX, hook=hook)
+    try:
+        dc.up(3)
+        yield dc
+    finally:
+        dc.down()
+
+
+def zsctl_from(dc: DevCluster, src: str, dst: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    argv = [ZSCTL, "--endpoint", dc.host(dst).endpoint_tcp, *dc.client_tls_args()]
+    argv += ["--timeout", str(timeout), "-o", "json", "host", "list"]
+    return dc.run_in(src, argv, timeout=timeout + 20)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_three_hosts_faults_and_clean_down(cluster: DevCluster, hook: RecordingHook) -> None:
+    doc = json.loads((cluster.state_dir / "devcluster.json").read_text())
+    assert doc == cluster.describe() and doc["phase"] == "up"
+    assert [h["address"] for h in doc["hosts"]] == ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
+    assert sorted(our_namespaces(PREFIX)) == sorted(
+        [f"{PREFIX}-fabric", *(f"{PREFIX}-h{i}" for i in (1, 2, 3))]
+    )
+    assert all(check_health(h.endpoint_unix) == "SERVING" for h in cluster.hosts)
+    assert all(s.ok for s in cluster.status()), cluster.status()
+    assert Path(doc["shared_dir"]).is_dir()
+    assert hook.calls == ["h1", "h2", "h3"]
+    h1_pid = cluster.host("h1").zsd_pid
+    assert "log.level=debug" in Path(f"/proc/{h1_pid}/cmdline").read_text()
+    assert "DEVCLUSTER_TEST_HOST=h1" in Path(f"/proc/{h1_pid}/environ").read_text()
+
+    # h1 reaches h2 over TCP with mutual TLS, through the bridge.
+    ok = zsctl_from(cluster, "h1", "h2", timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    assert [h["name"] for h in json.loads(ok.stdout)] == ["hosts/h2"]
+
+    # Partition h2: the call fails within its deadline; h2 itself keeps serving locally.
+    cluster.cut_link("h2")
+    started = time.monotonic()
+    cut = zsctl_from(cluster, "h1", "h2", timeout=3)
+    assert cut.returncode != 0 and time.monotonic() - started < 8, cut
+    h2_status = {s.name: s for s in cluster.status()}["h2"]
+    assert h2_status.link_up is False and h2_status.health == "SERVING"
+    cluster.restore_link("h2")
+    assert wait_until(lambda: zsctl_from(cluster, "h1", "h2", timeout=3).returncode == 0, 10)
+
+    # A killed zsd shows in status; restart brings it back with a new pid.
+    old = cluster.host("h3")
+    cluster.kill_zsd("h3")
+    by_name = {s.name: s for s in cluster.status()}
+    assert not by_name["h3"].zsd_alive and by_name["h3"].health == "NOT_RUNNING"
+    assert by_name["h3"].sanlock_alive and by_name["h1"].ok and by_name["h2"].ok
+    new = cluster.restart_zsd("h3")
+    assert new.zsd_pid != old.zsd_pid and check_health(new.endpoint_unix) == "SERVING"
+    assert hook.calls[-1] == "h3"
+
+    # SIGSTOP: alive but frozen, so the health check times out.
+    cluster.stop_zsd("h1")
+    h1_status = {s.name: s for s in cluster.status()}["h1"]
+    assert h1_status.zsd_alive and h1_status.zsd_stopped and h1_status.health == "DEADLINE_EXCEEDED"
+    cluster.cont_zsd("h1")
+    assert check_health(cluster.host("h1").endpoint_unix) == "SERVING"
+
+    # A whole host lost, then back.
+    lost = cluster.host("h2")
+    cluster.kill_host("h2")
+    h2_status = {s.name: s for s in cluster.status()}["h2"]
+    assert not h2_status.zsd_alive and not h2_status.sanlock_alive and h2_status.link_up is False
+    back = cluster.restart_host("h2")
+    assert hook.calls[-1] == "h2"
+    assert back.sanlock_pid != lost.sanlock_pid
+    assert all(s.ok for s in cluster.status())
+    assert wait_until(lambda: zsctl_from(cluster, "h3", "h2", timeout=3).returncode == 0, 10)
+
+    # down: no namespace with our prefix, none of our processes, idempotent.
+    refs = [r for h in cluster.hosts for r in (h.zsd, h.sanlock) if r is not None]
+    refs += [r for h in (old, lost) for r in (h.zsd, h.sanlock) if r is not None]
+    cluster.stop_zsd("h1")  # a frozen zsd too: down continues it so SIGTERM can act
+    started = time.monotonic()
+    cluster.down()
+    assert time.monotonic() - started < 8
+    assert our_namespaces(PREFIX) == []
+    assert not [r for r in refs if r.alive()]
+    assert not cluster.hosts[0].sanlock_run_dir.joinpath("sanlock.sock").exists()
+    cluster.down()
+    assert cluster.phase == "down"
+
+
+def devcluster(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / "contrib/devcluster"), *args], capture_output=True, text=True, timeout=90, check=False
+    )
+
+
+def test_command_line_up_status_down(tmp_path: Path) -> None:
+    prefix = f"{PREFIX}c"
+    state = tmp_path / "dc"
+    common = ("--state-dir", str(state))
+    try:
+        assert devcluster("up", "33", *common, "--prefix", prefix).returncode == 1
+        up = devcluster("up", "1", *common, "--prefix", prefix)
+        assert up.returncode == 0, up.stderr
+        printed = json.loads(up.stdout)
+        assert printed == json.loads((state / "devcluster.json").read_text())
+        host = printed["hosts"][0]
+        assert host["netns"] == f"{prefix}-h1" and host["endpoint_tcp"] == "198.51.100.11:7443"
+        again = devcluster("up", "1", *common, "--prefix", prefix)
+        assert again.returncode == 1 and "down" in again.stderr
+        status = devcluster("status", *common)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout)["hosts"][0]["health"] == "SERVING"
+        # The launching process has exited: down works by pid and namespace name alone.
+        pids = [ProcRef(pid=host[f"{k}_pid"], started_at=host[f"{k}_started_at"]) for k in ("zsd", "sanlock")]
+        assert devcluster("down", *common).returncode == 0
+        assert not [r for r in pids if r.alive()] and our_namespaces(prefix) == []
+        assert devcluster("down", *common).returncode == 0
+        assert devcluster("status", *common).returncode == 1
+    finally:
+        devcluster("down", *common)
+
+
+def test_failed_up_cleans_up(tmp_path: Path) -> None:
+    prefix = f"{PREFIX}f"
+    dc = DevCluster(state_dir=tmp_path / "dc", prefix=prefix, zsd_set=["api.shutdown_grace=99"])
+    try:
+        with pytest.raises(DevClusterError, match=r"(?s)h2: zsd exited with status 1.*shutdown_grace"):
+            dc.up(2)
+        assert our_namespaces(prefix) == [] and dc.phase == "down"
+        assert not [h for h in dc.hosts if (h.zsd and h.zsd.alive()) or (h.sanlock and h.sanlock.alive())]
+    finally:
+        dc.down()

@@ -1,0 +1,1 @@
+"""Test and development harnesses shipped as real code."""
