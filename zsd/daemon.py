@@ -13,7 +13,9 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
 
 import grpc
 import trio
@@ -24,7 +26,10 @@ from zsd.api.server import ApiServer, Registrar
 from zsd.api.services.cluster import ClusterService
 from zsd.api.services.hosts import HostService
 from zsd.api.services.operations import OperationService
-from zsd.cluster.identity import cluster_identity, host_identity
+from zsd.cluster.bootstrap import SharedLayout, load_cluster_info, load_membership
+from zsd.cluster.controlplane import run_control_plane
+from zsd.cluster.identity import ClusterIdentity, cluster_identity, host_identity
+from zsd.cluster.leadership import Leadership
 from zsd.cluster.local import LocalCluster
 from zsd.cluster.operations import OperationRegistry
 from zsd.config import Config
@@ -90,10 +95,21 @@ async def serve(deps: DaemonDeps) -> None:
     notify("STATUS=starting")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         host_ident = host_identity(paths.identity_file)
-        cluster_ident = cluster_identity(paths.cluster_file, default_name=config.cluster_name)
+        membership = load_membership(paths)
+        if membership is None:
+            cluster_ident = cluster_identity(paths.cluster_file, default_name=config.cluster_name)
+        else:
+            info = load_cluster_info(SharedLayout(root=Path(membership.shared_dir)))
+            cluster_ident = ClusterIdentity(uid=info.uid, name=info.name, created=info.created)
+            host_ident = replace(host_ident, host_id=membership.host_id)
         async with open_api_thread() as bridge, trio.open_nursery() as nursery:
             life = _Lifecycle(deps=deps, config=config, startup=nursery.cancel_scope)
             nursery.start_soon(life.handle_signals, signals)
+            leadership: Leadership | None = None
+            if membership is not None:
+                leadership = await nursery.start(
+                    partial(run_control_plane, membership=membership, status=lambda s: notify(f"STATUS={s}"))
+                )
             notify("STATUS=collecting host inventory")
             inventory = Inventory(collector=deps.collector, interval=config.facts_interval)
             await nursery.start(inventory.run)
@@ -107,6 +123,7 @@ async def serve(deps: DaemonDeps) -> None:
                     cluster_identity=cluster_ident,
                     inventory=inventory,
                     version=zsd.__version__,
+                    leadership=(lambda: leadership.state) if leadership is not None else None,
                 ),
                 inventory=inventory,
                 operations=operations,
@@ -120,7 +137,8 @@ async def serve(deps: DaemonDeps) -> None:
             )
             _tune_gc()
             life.ready(inventory=inventory, status=serving)
-            notify(f"READY=1\nSTATUS={serving}; cluster of 1; hypervisor {hv}")
+            role = "cluster of 1" if leadership is None else f"member of {cluster_ident.name}"
+            notify(f"READY=1\nSTATUS={serving}; {role}; hypervisor {hv}")
             log.info("ready: %s; hypervisor %s", serving, hv)
             interval = watchdog_interval(deps.environ, os.getpid())
             if interval is not None:

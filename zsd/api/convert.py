@@ -126,7 +126,9 @@ def cluster(rec: ClusterRecord) -> cluster_pb2.Cluster:
             for m in rec.members
         ],
         leader=cluster_pb2.Leader(
-            host=f"hosts/{rec.leader.host}", epoch=rec.leader.epoch, since=timestamp(rec.leader.since)
+            host=f"hosts/{rec.leader.host}" if rec.leader.host else "",
+            epoch=rec.leader.epoch,
+            since=timestamp(rec.leader.since),
         ),
         create_time=timestamp(rec.created),
     )

@@ -54,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     probe = host_sub.add_parser("probe-kvm", help="run a tiny guest under KVM; exit 0 if KVM is usable")
     probe.add_argument("--device", type=Path, default=Path("/dev/kvm"))
     probe.add_argument("--timeout", type=float, default=3.0)
+    cluster = sub.add_parser("cluster", help="cluster membership")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    init = cluster_sub.add_parser(
+        "init", help="make an empty directory on shared storage into a new cluster with this host"
+    )
+    config_options(init)
+    init.add_argument("--shared-dir", type=Path, required=True, help="empty directory on shared storage")
+    init.add_argument(
+        "--io-timeout",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="sanlock io timeout of the cluster lockspace (default 10; hosts are declared "
+        "dead after 8x this + 60 s)",
+    )
     sub.add_parser("version", help="print the zsd version")
     return parser
 
@@ -90,6 +105,36 @@ def _run(ns: argparse.Namespace) -> int:
         environ=dict(os.environ),
     )
     trio.run(serve, deps)
+    return 0
+
+
+def _cluster_init(ns: argparse.Namespace) -> int:
+    from zsd.cluster.bootstrap import init_cluster
+    from zsd.cluster.controlplane import sanlock_authority
+    from zsd.cluster.lease import LeaseConfig
+    from zsd.paths import Paths
+
+    config = _load(ns)
+    lease = LeaseConfig(shared_dir=ns.shared_dir.resolve(), io_timeout=ns.io_timeout)
+
+    async def init() -> str:
+        authority = sanlock_authority(lease)
+        try:
+            result = await init_cluster(
+                authority=authority,
+                paths=Paths(root=config.root),
+                name=config.cluster_name,
+                host_name=config.host_name,
+                address=config.host_address,
+                progress=lambda line: print(line, file=sys.stderr),
+            )
+        finally:
+            await authority.aclose()
+        return result.token
+
+    token = trio.run(init)
+    print(f"cluster created in {ns.shared_dir}; start zsd on this host to lead it")
+    print(f"join token: {token}")
     return 0
 
 
@@ -133,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if ns.command == "host":
             return _probe(ns)
+        if ns.command == "cluster":
+            return _cluster_init(ns)
         print(zsd.__version__)
         return 0
     except (ZsdError, BaseExceptionGroup) as e:

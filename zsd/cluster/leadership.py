@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
@@ -41,6 +42,8 @@ class LeadershipState:
     epoch: int
     # When this state began (authority clock).
     since: float
+    # The same moment on the wall clock, for people and the API.
+    since_wall: float = 0.0
     # Open only while leading; every write goes through it.
     store: StoreService | None = None
 
@@ -56,7 +59,9 @@ class Leadership:
         retry_interval: float = 1.0,
         commit_margin: float = 1.0,
         monitor_interval: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._wall_clock = wall_clock
         self._authority = authority
         self._db_path = db_path
         self._owner = owner
@@ -79,8 +84,10 @@ class Leadership:
         return self._state
 
     def _publish(self, state: LeadershipState) -> None:
-        if state != self._state:
-            self._state = state
+        if replace(state, since_wall=0.0) != replace(self._state, since_wall=0.0):
+            self._state = replace(
+                state, since_wall=self._wall_clock() - (self._authority.now() - state.since)
+            )
             self._changed.set()
             self._changed = trio.Event()
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zsd.cluster.identity import ClusterIdentity, HostIdentity
+from zsd.cluster.leadership import LeadershipState
 from zsd.errors import NotFound
 from zsd.host.inventory import Inventory
 from zsd.host.model import HostFacts
@@ -79,8 +80,11 @@ class LocalCluster:
         cluster_identity: ClusterIdentity,
         inventory: Inventory,
         version: str,
+        leadership: Callable[[], LeadershipState] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # None: the embedded cluster of one, which has no lease and leads itself.
+        self._leadership = leadership
         self.host_name = host_name
         self._address = address
         self._host = host_identity
@@ -123,8 +127,18 @@ class LocalCluster:
             display_name=self._cluster.name,
             created=self._cluster.created,
             members=(me,),
-            leader=LeaderRecord(host=self.host_name, epoch=1, since=self._started),
+            leader=self._leader(),
         )
+
+    def _leader(self) -> LeaderRecord:
+        if self._leadership is None:
+            return LeaderRecord(host=self.host_name, epoch=1, since=self._started)
+        state = self._leadership()
+        if state.leading:
+            return LeaderRecord(host=self.host_name, epoch=state.epoch, since=state.since_wall)
+        # Other members' names arrive with membership (SWIM) and the follower cache.
+        host = f"host-id-{state.leader_host_id}" if state.leader_host_id is not None else ""
+        return LeaderRecord(host=host, epoch=state.epoch, since=state.since_wall)
 
 
 def _first_global_address(facts: HostFacts) -> str:

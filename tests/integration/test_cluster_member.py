@@ -1,0 +1,129 @@
+"""A cluster member with a real sanlock daemon: `zsd cluster init`, then `zsd run`
+leads it under sanlock's lease version as epoch; a kill -9 of zsd hands the next
+start a new epoch; cluster.db's history stays consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.zsdproc import start_zsd, zsctl
+from zsd.cluster.lease.daemon import SanlockDaemon
+from zsd.cluster.store import ClusterDb, verify
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+HOST = ("--set", "host.name=m1", "--set", "hypervisor.kind=qemu")
+
+
+@pytest.fixture
+def sanlock(tmp_path: Path) -> Iterator[SanlockDaemon]:
+    with SanlockDaemon(run_dir=tmp_path / "sanlock") as daemon:
+        yield daemon
+
+
+def init(root: Path, shared: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(BIN / "zsd"),
+            "cluster",
+            "init",
+            "--root",
+            str(root),
+            "--shared-dir",
+            str(shared),
+            "--io-timeout",
+            "1",
+            *HOST,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def cluster_doc(endpoint: str) -> dict[str, object]:
+    out = zsctl(endpoint, "-o", "json", "cluster", "show")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def leader(endpoint: str, timeout: float = 30.0) -> dict[str, object]:
+    """The cluster once this host leads it. READY comes first: right after joining the
+    lockspace sanlock needs one renewal before a lease may be taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = cluster_doc(endpoint)
+        lead = doc["leader"]
+        if isinstance(lead, dict) and lead.get("host"):
+            return doc
+        assert time.monotonic() < deadline, f"no leader within {timeout} s: {doc}"
+        time.sleep(0.2)
+
+
+def test_init_then_lead_with_sanlock_epochs(tmp_path: Path, sanlock: SanlockDaemon) -> None:
+    root, shared = tmp_path / "root", tmp_path / "shared"
+    shared.mkdir()
+    first = init(root, shared, sanlock.client_env)
+    assert first.returncode == 0, first.stderr
+    assert "join token: zsdjoin1." in first.stdout
+    for name in ("cluster.json", "cluster.db", "ca.pem", "ca.key", "leases"):
+        assert (shared / name).exists(), name
+    assert oct((shared / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+    again = init(root, shared, sanlock.client_env)
+    assert again.returncode == 1 and "already holds a cluster" in again.stderr
+
+    zsd = start_zsd(root, *HOST, env=sanlock.client_env)
+    try:
+        zsd.wait_for("READY=1", timeout=60)
+        doc = leader(zsd.endpoint)
+        lead = doc["leader"]
+        assert isinstance(lead, dict)
+        assert lead["host"] == "hosts/m1"
+        assert int(lead["epoch"]) == 2  # init held epoch 1
+        assert doc["display_name"] == "zsd"
+        zsd.proc.kill()  # kill -9: sanlock releases the leader lease with the connection
+        zsd.proc.wait(10)
+    finally:
+        zsd.stop()
+
+    restarted = start_zsd(root, *HOST, env=sanlock.client_env)
+    try:
+        restarted.wait_for("READY=1", timeout=60)
+        lead = leader(restarted.endpoint)["leader"]
+        assert isinstance(lead, dict) and int(lead["epoch"]) == 3
+    finally:
+        assert restarted.stop() == 0
+    assert verify(shared / "cluster.db") == ()
+    check = ClusterDb.open(shared / "cluster.db", epoch=4, owner="checker")
+    try:
+        assert [(e.epoch, e.owner) for e in check.epochs()] == [
+            (1, "host-1"),
+            (2, "host-1"),
+            (3, "host-1"),
+            (4, "checker"),
+        ]
+    finally:
+        check.close()
+
+
+def test_init_refuses_a_non_empty_directory(tmp_path: Path, sanlock: SanlockDaemon) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "precious.qcow2").write_bytes(b"user data")
+    out = init(tmp_path / "root", shared, sanlock.client_env)
+    assert out.returncode == 1
+    assert "not empty (precious.qcow2)" in out.stderr and "zsd will not delete it" in out.stderr
+    assert (shared / "precious.qcow2").read_bytes() == b"user data"
