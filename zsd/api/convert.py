@@ -68,6 +68,8 @@ def host_without_uptime(rec: HostRecord) -> host_pb2.Host:
             libvirt_version=f.hypervisor.libvirt_version,
             qemu_version=f.hypervisor.qemu_version,
             libvirt_reachable=f.hypervisor.libvirt_reachable,
+            cpu_model=f.hypervisor.cpu_model,
+            domain_types=f.hypervisor.domain_types,
         ),
         cpu=host_pb2.Cpu(
             model=f.cpu.model,

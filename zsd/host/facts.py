@@ -110,6 +110,8 @@ def decide_hypervisor(
         libvirt_reachable=libvirt.reachable,
         libvirt_version=libvirt.libvirt_version,
         qemu_version=libvirt.qemu_version,
+        cpu_model=libvirt.cpu_model,
+        domain_types=libvirt.domain_types,
     )
     return facts, tuple(problems)
 

@@ -1,10 +1,14 @@
-"""What libvirtd says about itself: reachable at all, and the libvirt and QEMU versions."""
+"""What libvirtd says about itself: reachable at all, the libvirt and QEMU versions,
+and from its capabilities the host CPU model as libvirt names it (what guest CPU
+definitions and migration compatibility are expressed in) and the domain types
+it offers for the host's architecture."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+from xml.etree import ElementTree
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,6 +19,9 @@ class LibvirtInfo:
     qemu_version: str = ""
     # Why libvirtd could not be asked (empty when reachable).
     error: str = ""
+    cpu_model: str = ""
+    # e.g. ("qemu", "kvm"): what libvirt believes it can run (it does not test KVM).
+    domain_types: tuple[str, ...] = ()
 
 
 class LibvirtInfoSource(Protocol):
@@ -28,7 +35,28 @@ class LibvirtConnection(Protocol):
 
     def getLibVersion(self) -> int: ...
     def getVersion(self) -> int: ...
+    def getCapabilities(self) -> str: ...
     def close(self) -> int: ...
+
+
+def parse_capabilities(xml: str) -> tuple[str, tuple[str, ...]]:
+    """(host CPU model, domain types for the host's arch) from capabilities XML; empty when absent."""
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return "", ()
+    model = root.findtext("host/cpu/model", default="").strip()
+    arch = root.findtext("host/cpu/arch", default="").strip()
+    types: list[str] = []
+    for guest in root.findall("guest"):
+        guest_arch = guest.find("arch")
+        if guest_arch is None or (arch and guest_arch.get("name") != arch):
+            continue
+        for domain in guest_arch.findall("domain"):
+            kind = domain.get("type", "")
+            if kind and kind not in types:
+                types.append(kind)
+    return model, tuple(types)
 
 
 def format_version(number: int) -> str:
@@ -57,6 +85,7 @@ class LibvirtConnectionSource:
             try:
                 lib_version = connection.getLibVersion()
                 hv_version = connection.getVersion()
+                cpu_model, domain_types = parse_capabilities(connection.getCapabilities())
             finally:
                 connection.close()
         except libvirt.libvirtError as e:
@@ -65,4 +94,6 @@ class LibvirtConnectionSource:
             reachable=True,
             libvirt_version=format_version(lib_version),
             qemu_version=format_version(hv_version),
+            cpu_model=cpu_model,
+            domain_types=domain_types,
         )

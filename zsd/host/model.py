@@ -18,6 +18,9 @@ class HypervisorFacts:
     libvirt_reachable: bool
     libvirt_version: str = ""
     qemu_version: str = ""
+    # From libvirt's capabilities; empty when libvirtd is unreachable.
+    cpu_model: str = ""
+    domain_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

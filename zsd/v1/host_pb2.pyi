@@ -165,6 +165,8 @@ class Hypervisor(_message.Message):
     LIBVIRT_VERSION_FIELD_NUMBER: _builtins.int
     QEMU_VERSION_FIELD_NUMBER: _builtins.int
     LIBVIRT_REACHABLE_FIELD_NUMBER: _builtins.int
+    CPU_MODEL_FIELD_NUMBER: _builtins.int
+    DOMAIN_TYPES_FIELD_NUMBER: _builtins.int
     kind: Global___HypervisorKind.ValueType
     reason: _builtins.str
     """Why this kind was chosen ("KVM probe ran a guest instruction", "configured", ...)."""
@@ -173,6 +175,14 @@ class Hypervisor(_message.Message):
     qemu_version: _builtins.str
     libvirt_reachable: _builtins.bool
     """Whether libvirtd answered when the inventory was collected."""
+    cpu_model: _builtins.str
+    """The host CPU model as libvirt names it (e.g. "EPYC-Rome"), from its capabilities."""
+    @_builtins.property
+    def domain_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Domain types libvirt offers for the host's architecture, e.g. ["qemu", "kvm"]
+        (libvirt does not test KVM; `kind` is what zsd found actually works).
+        """
+
     def __init__(
         self,
         *,
@@ -181,10 +191,12 @@ class Hypervisor(_message.Message):
         libvirt_version: _builtins.str = ...,
         qemu_version: _builtins.str = ...,
         libvirt_reachable: _builtins.bool = ...,
+        cpu_model: _builtins.str = ...,
+        domain_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "libvirt_reachable", b"libvirt_reachable", "libvirt_version", b"libvirt_version", "qemu_version", b"qemu_version", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_model", b"cpu_model", "domain_types", b"domain_types", "kind", b"kind", "libvirt_reachable", b"libvirt_reachable", "libvirt_version", b"libvirt_version", "qemu_version", b"qemu_version", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

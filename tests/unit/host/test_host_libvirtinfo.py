@@ -7,7 +7,13 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from zsd.host.libvirtinfo import LibvirtConnection, LibvirtConnectionSource, LibvirtInfo, format_version
+from zsd.host.libvirtinfo import (
+    LibvirtConnection,
+    LibvirtConnectionSource,
+    LibvirtInfo,
+    format_version,
+    parse_capabilities,
+)
 
 
 @pytest.mark.parametrize(
@@ -21,8 +27,39 @@ def test_test_driver_is_reachable() -> None:
     info = LibvirtConnectionSource(uri="test:///default").read()
 
     assert info == LibvirtInfo(
-        reachable=True, libvirt_version=format_version(libvirt.getVersion()), qemu_version="0.0.2"
+        reachable=True,
+        libvirt_version=format_version(libvirt.getVersion()),
+        qemu_version="0.0.2",
+        cpu_model="",  # the test driver's capabilities name no CPU model
+        domain_types=("test",),
     )
+
+
+QEMU_CAPABILITIES = """<capabilities>
+  <host>
+    <cpu><arch>x86_64</arch><model>EPYC-Rome</model><vendor>AMD</vendor></cpu>
+  </host>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='i686'><domain type='qemu'/></arch>
+  </guest>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='x86_64'>
+      <emulator>/usr/bin/qemu-system-x86_64</emulator>
+      <domain type='qemu'/>
+      <domain type='kvm'/>
+    </arch>
+  </guest>
+</capabilities>"""
+
+
+def test_capabilities_give_cpu_model_and_domain_types_of_the_host_arch() -> None:
+    assert parse_capabilities(QEMU_CAPABILITIES) == ("EPYC-Rome", ("qemu", "kvm"))
+
+
+def test_unparsable_capabilities_give_nothing() -> None:
+    assert parse_capabilities("<capabilities><host>") == ("", ())
 
 
 def test_unreachable_daemon_is_reported_not_raised(tmp_path: Path) -> None:
