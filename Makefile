@@ -1,21 +1,14 @@
-# The README's two commands are `make run` and `make test`; both set up what is missing first.
-.PHONY: setup run test lint proto bench
+# Shortcuts; the README's two commands are contrib/run and contrib/test (no make needed).
+.PHONY: setup run test proto bench
 
 setup:
 	@contrib/setup.sh
 
-run: setup
-	@contrib/start-libvirtd.sh || echo "make run: libvirtd unavailable; zsd will report the host DEGRADED"
-	.venv/bin/zsd run
+run:
+	contrib/run
 
-lint: setup
-	.venv/bin/ruff check zsd tests protos
-	.venv/bin/ruff format --check zsd tests protos
-	.venv/bin/mypy
-	.venv/bin/python protos/generate.py --check
-
-test: lint
-	.venv/bin/python -m pytest
+test:
+	contrib/test
 
 proto: setup
 	.venv/bin/python protos/generate.py

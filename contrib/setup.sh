@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-libvirt python3-sanlock python3-nftables
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils sanlock
-  iproute2 nftables
+  iproute2 nftables procps
   gcc libc6-dev            # tests: the LD_PRELOAD shim that lets sanlock run without CAP_SYS_RESOURCE
 )
 
