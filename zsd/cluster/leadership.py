@@ -132,11 +132,11 @@ class Leadership:
             await trio.sleep(self._retry)
 
     async def _lead(self, epoch: int, task_status: trio.TaskStatus[LeadershipState] | None) -> None:
-        monitor = RenewalMonitor(self._authority, interval=self._monitor_interval)
-        async with trio.open_nursery() as nursery:
-            first = await nursery.start(monitor.run)
-            store: StoreService | None = None
-            try:
+        store: StoreService | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                monitor = RenewalMonitor(self._authority, interval=self._monitor_interval)
+                first = await nursery.start(monitor.run)
                 if first.healthy:
                     self._may_write = True
                     db = await trio.to_thread.run_sync(
@@ -160,14 +160,16 @@ class Leadership:
                         task_status.started(self._state)
                         task_status = None
                     await self._hold(monitor)
-            except ZsdError as e:
-                log.warning("stepping down as leader of epoch %d: %s", epoch, e)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await self._step_down(epoch, store)
-                    if task_status is not None:
-                        task_status.started(self._state)
                 nursery.cancel_scope.cancel()
+        except* ZsdError as group:
+            # The lease daemon or the storage failed under us: that is a reason to step
+            # down, not to stop campaigning.
+            log.warning("stepping down as leader of epoch %d: %s", epoch, group.exceptions[0])
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._step_down(epoch, store)
+            if task_status is not None:
+                task_status.started(self._state)
 
     async def _hold(self, monitor: RenewalMonitor) -> None:
         """Returns when it is time to stop writing."""

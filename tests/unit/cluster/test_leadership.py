@@ -121,3 +121,20 @@ async def test_lost_renewal_steps_down_before_anyone_can_take_over(
     assert took_over_at - failed_at >= timing.host_dead - timing.renewal_interval
     assert s2.epoch == 2
     assert verify(db_path) == ()
+
+
+async def test_lease_daemon_failure_steps_down_and_keeps_campaigning(
+    clock: trio.testing.MockClock, db_path: Path
+) -> None:
+    storage, (h1,) = await hosts(1)
+    lead = leadership(h1, db_path)
+    async with trio.open_nursery() as nursery:
+        state = await nursery.start(lead.run)
+        assert state.leading
+        storage.crash_daemon("h1")  # every lease call of h1 now fails
+        after = await wait_until(lead, False)
+        assert after.store is None
+        await trio.sleep(10)  # Leadership.run survives and keeps retrying
+        assert not lead.state.leading
+        nursery.cancel_scope.cancel()
+    assert lead.terms == 1
