@@ -15,6 +15,7 @@ Printed next to sanlock's own bounds for the io timeout used. Not a pytest test.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import tempfile
@@ -149,6 +150,24 @@ async def _run(ns: argparse.Namespace, base: Path) -> list[str]:
     return lines
 
 
+async def _until_signalled(ns: argparse.Namespace, base: Path) -> list[str] | None:
+    """Runs the benchmark; SIGTERM or SIGINT cancels it, so every daemon is stopped
+    by the cleanup code (a plain SIGTERM would end Python without running it)."""
+    result: list[list[str]] = []
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def cancel_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(cancel_on_signal)
+            result.append(await _run(ns, base))
+            nursery.cancel_scope.cancel()
+    return result[0] if result else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5)
@@ -156,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host-loss", action="store_true", help="also lose a whole host (> 68 s)")
     ns = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="zsd-failover-") as tmp:
-        lines = trio.run(_run, ns, Path(tmp))
+        lines = trio.run(_until_signalled, ns, Path(tmp))
+    if lines is None:
+        print("interrupted; every sanlock daemon was stopped", file=sys.stderr)
+        return 1
     print("\n".join(lines))
     return 0
 
