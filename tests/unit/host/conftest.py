@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from zsd.host.model import DiskFacts
+
 GIB = 1024**3
 
 
@@ -142,3 +144,25 @@ def fake_host(tmp_path: Path) -> FakeHost:
         }
     )
     return host
+
+
+# What the fake tree's block devices must read as (loop, ram, dm and sr devices skipped).
+EXPECTED_DISKS = (
+    DiskFacts(
+        name="nvme0n1",
+        size_bytes=1953525168 * 512,
+        rotational=False,
+        model="Samsung SSD 980 PRO 1TB",
+        serial="S5GXNX0R123456",
+        wwid="eui.002538b111b22c33",
+    ),
+    DiskFacts(
+        name="sda",
+        size_bytes=3907029168 * 512,
+        rotational=True,
+        model="ST2000NM0055-1V4",
+        serial="ZC20ABCD",
+        wwid="naa.5000c500a1b2c3d4",
+    ),
+    DiskFacts(name="vda", size_bytes=20971520 * 512, rotational=True, serial="vol-1234"),
+)

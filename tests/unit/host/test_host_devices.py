@@ -4,33 +4,15 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.unit.host.conftest import FakeHost
+from tests.unit.host.conftest import EXPECTED_DISKS, FakeHost
 from zsd.host import devices
-from zsd.host.model import DiskFacts, NicFacts
+from zsd.host.model import NicFacts
 
 
 def test_disks_skip_virtual_devices_and_read_identity(fake_host: FakeHost) -> None:
     disks = devices.read_disks(sysfs=fake_host.sysfs)
 
-    assert disks == (
-        DiskFacts(
-            name="nvme0n1",
-            size_bytes=1953525168 * 512,
-            rotational=False,
-            model="Samsung SSD 980 PRO 1TB",
-            serial="S5GXNX0R123456",
-            wwid="eui.002538b111b22c33",
-        ),
-        DiskFacts(
-            name="sda",
-            size_bytes=3907029168 * 512,
-            rotational=True,
-            model="ST2000NM0055-1V4",
-            serial="ZC20ABCD",
-            wwid="naa.5000c500a1b2c3d4",
-        ),
-        DiskFacts(name="vda", size_bytes=20971520 * 512, rotational=True, serial="vol-1234"),
-    )
+    assert disks == EXPECTED_DISKS
 
 
 def test_empty_sysfs_means_no_disks_and_no_nics(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.unit.host.conftest import FakeHost
+from tests.unit.host.conftest import EXPECTED_DISKS, FakeHost
 from zsd.errors import InvalidArgument
 from zsd.host.facts import FactsCollector, default_collector
 from zsd.host.fakes import StaticKvmProber, StaticLibvirtInfo
@@ -20,7 +20,6 @@ from zsd.host.kvmprobe import KvmProbeResult
 from zsd.host.libvirtinfo import LibvirtConnectionSource, LibvirtInfo
 from zsd.host.model import (
     CpuFacts,
-    DiskFacts,
     HostFacts,
     HypervisorFacts,
     HypervisorKind,
@@ -113,25 +112,7 @@ async def test_collects_everything_from_a_fake_machine(fake_host: FakeHost) -> N
             NumaNodeFacts(id=0, cpus=(0, 1, 2, 3), memory_bytes=8192000 * 1024),
             NumaNodeFacts(id=1, cpus=(4, 5, 6, 7), memory_bytes=8192000 * 1024),
         ),
-        disks=(
-            DiskFacts(
-                name="nvme0n1",
-                size_bytes=1953525168 * 512,
-                rotational=False,
-                model="Samsung SSD 980 PRO 1TB",
-                serial="S5GXNX0R123456",
-                wwid="eui.002538b111b22c33",
-            ),
-            DiskFacts(
-                name="sda",
-                size_bytes=3907029168 * 512,
-                rotational=True,
-                model="ST2000NM0055-1V4",
-                serial="ZC20ABCD",
-                wwid="naa.5000c500a1b2c3d4",
-            ),
-            DiskFacts(name="vda", size_bytes=20971520 * 512, rotational=True, serial="vol-1234"),
-        ),
+        disks=EXPECTED_DISKS,
         nics=(
             NicFacts(name="br0", mac_address="52:54:00:aa:bb:cc", mtu=1500, up=False),
             NicFacts(
