@@ -3,6 +3,7 @@
 zsd run [--config FILE] [--root DIR] [--set section.key=value ...]
 zsd config check [same options]       validate and print the effective configuration
 zsd host probe-kvm [--device PATH]    does hardware virtualization really work here?
+zsd cluster init --shared-dir DIR     make an empty shared directory into a new cluster
 zsd version
 """
 
