@@ -1,4 +1,5 @@
-"""Test doubles for unit tests. Each is a plain data holder or is tested in tests/unit/test_fakes.py."""
+"""Test doubles for unit tests: plain data holders (facts that are returned as given,
+notifications that are recorded), with no behaviour of their own to get wrong."""
 
 from __future__ import annotations
 

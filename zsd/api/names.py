@@ -12,8 +12,6 @@ _HOST_RE = re.compile(rf"^hosts/({_LABEL}|-)$")
 _OPERATION_RE = re.compile(r"^operations/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-SELF = "-"
-
 
 def host_id(name: str, *, field: str = "name") -> str:
     """The {host} of "hosts/{host}"; "-" means the host serving the call."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from zsd.errors import ZsdError
 
@@ -42,14 +42,6 @@ def to_rpc_status(error: ZsdError) -> status_pb2.Status:
         violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
     return status_pb2.Status(code=code.value[0], message=str(error), details=details)
-
-
-def code_number(code: grpc.StatusCode) -> int:
-    number: int = code.value[0]
-    return number
-
-
-CANCELLED_CODE = code_pb2.CANCELLED
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
