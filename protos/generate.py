@@ -1,4 +1,4 @@
-"""Generates the Python code for protos/ into zsd/v1 (and checks it is current).
+"""Generates the Python code for protos/ into zsd/v1 and zsd/peer/v1 (and checks it is current).
 
 Usage: python protos/generate.py [--check]
 
@@ -17,10 +17,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PACKAGE_DIR = Path("zsd") / "v1"
-INIT_TEXT = (
-    '"""Generated protobuf and gRPC code for the zsd.v1 API. Do not edit: run protos/generate.py."""\n'
-)
+# Each generated package and the docstring of its __init__.py.
+PACKAGES = {
+    Path("zsd") / "v1": "Generated protobuf and gRPC code for the zsd.v1 API.",
+    Path("zsd") / "peer" / "v1": "Generated protobuf and gRPC code for zsd.peer.v1, the host-to-host calls.",
+}
 
 
 def _include_dirs() -> list[str]:
@@ -34,10 +35,11 @@ def _include_dirs() -> list[str]:
 
 
 def generate(out_root: Path) -> list[Path]:
-    """Writes generated modules under out_root/zsd/v1 and returns their paths."""
+    """Writes generated modules under out_root/<package> and returns their paths
+    relative to out_root."""
     from grpc_tools import protoc
 
-    protos = sorted(str(p.relative_to(HERE)) for p in (HERE / "zsd" / "v1").glob("*.proto"))
+    protos = sorted(str(p.relative_to(HERE)) for pkg in PACKAGES for p in (HERE / pkg).glob("*.proto"))
     out = str(out_root)
     # mypy-protobuf's plugins live beside the interpreter, which may not be on PATH.
     bindir = Path(sys.executable).parent
@@ -54,23 +56,34 @@ def generate(out_root: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    (out_root / PACKAGE_DIR / "__init__.py").write_text(INIT_TEXT)
-    (out_root / PACKAGE_DIR / "py.typed").write_text("")
-    return sorted((out_root / PACKAGE_DIR).iterdir())
+    files: list[Path] = []
+    for pkg, doc in PACKAGES.items():
+        (out_root / pkg / "__init__.py").write_text(f'"""{doc} Do not edit: run protos/generate.py."""\n')
+        (out_root / pkg / "py.typed").write_text("")
+        files += [p.relative_to(out_root) for p in (out_root / pkg).iterdir() if p.is_file()]
+    return sorted(files)
 
 
-def stale_files(current: Path = REPO / PACKAGE_DIR) -> list[str]:
-    """Names of files in ``current`` that differ from what protos/ produces now
-    (changed, missing or extra)."""
+def _generated(root: Path) -> set[Path]:
+    return {
+        p.relative_to(root)
+        for pkg in PACKAGES
+        if (root / pkg).is_dir()
+        for p in (root / pkg).iterdir()
+        if p.is_file()
+    }
+
+
+def stale_files(root: Path = REPO) -> list[str]:
+    """Paths (relative to ``root``) of generated files that differ from what protos/
+    produces now (changed, missing or extra)."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
-        wanted = {p.name for p in fresh}
-        have = {p.name for p in current.iterdir() if p.is_file()} if current.is_dir() else set()
-        stale = sorted(wanted ^ have)
-        stale += [
-            p.name for p in fresh if p.name in have and not filecmp.cmp(p, current / p.name, shallow=False)
-        ]
-        return sorted(set(stale))
+        fresh_root = Path(tmp)
+        fresh = set(generate(fresh_root))
+        have = _generated(root)
+        stale = fresh ^ have
+        stale |= {p for p in fresh & have if not filecmp.cmp(fresh_root / p, root / p, shallow=False)}
+        return sorted(str(p) for p in stale)
 
 
 def main() -> int:
@@ -80,19 +93,17 @@ def main() -> int:
     if ns.check:
         stale = stale_files()
         if stale:
-            print(
-                "stale generated code in zsd/v1 (run protos/generate.py):", ", ".join(stale), file=sys.stderr
-            )
+            print("stale generated code (run protos/generate.py):", ", ".join(stale), file=sys.stderr)
             return 1
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
-        target = REPO / PACKAGE_DIR
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
+        for pkg in PACKAGES:
+            if (REPO / pkg).exists():
+                shutil.rmtree(REPO / pkg)
         for p in fresh:
-            shutil.copy2(p, target / p.name)
+            (REPO / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(tmp) / p, REPO / p)
     return 0
 
 

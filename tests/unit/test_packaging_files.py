@@ -20,17 +20,19 @@ def _generator():  # type: ignore[no-untyped-def]
 
 def test_generated_code_is_current() -> None:
     stale = _generator().stale_files()
-    assert stale == [], f"zsd/v1 is stale, run `python protos/generate.py`: {stale}"
+    assert stale == [], f"generated code is stale, run `python protos/generate.py`: {stale}"
 
 
-def test_staleness_check_notices_changed_and_missing_files(tmp_path: Path) -> None:
-    copy = tmp_path / "v1"
-    shutil.copytree(REPO / "zsd" / "v1", copy, ignore=shutil.ignore_patterns("__pycache__"))
+def test_staleness_check_notices_changed_missing_and_extra_files(tmp_path: Path) -> None:
+    for pkg in ("zsd/v1", "zsd/peer/v1"):
+        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     gen = _generator()
-    assert gen.stale_files(copy) == []
-    (copy / "host_pb2.py").write_text((copy / "host_pb2.py").read_text() + "# edited by hand\n")
-    (copy / "cluster_pb2.pyi").unlink()
-    assert gen.stale_files(copy) == ["cluster_pb2.pyi", "host_pb2.py"]
+    assert gen.stale_files(tmp_path) == []
+    v1 = tmp_path / "zsd/v1"
+    (v1 / "host_pb2.py").write_text((v1 / "host_pb2.py").read_text() + "# edited by hand\n")
+    (v1 / "cluster_pb2.pyi").unlink()
+    (tmp_path / "zsd/peer/v1/old_pb2.py").write_text("")
+    assert gen.stale_files(tmp_path) == ["zsd/peer/v1/old_pb2.py", "zsd/v1/cluster_pb2.pyi", "zsd/v1/host_pb2.py"]
 
 
 def test_systemd_unit() -> None:

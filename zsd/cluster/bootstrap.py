@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from zsd.cluster import pki
+from zsd.cluster.identity import host_identity
 from zsd.cluster.lease import Authority, LeaseConfig
+from zsd.cluster.records import KIND_CLUSTER, KIND_HOST, KIND_JOIN_TOKEN, HostEntry
 from zsd.cluster.store import ClusterDb, Create
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 from zsd.paths import Paths
@@ -185,12 +187,18 @@ async def init_cluster(
         write_atomic(layout.ca_key, ca.key_pem, mode=0o600)
         db = ClusterDb.create(layout.db, epoch=epoch, owner=f"host-{FOUNDER_HOST_ID}")
         try:
-            host_doc = {"name": host_name, "host_id": FOUNDER_HOST_ID, "address": address}
+            founder = HostEntry(
+                name=host_name,
+                host_id=FOUNDER_HOST_ID,
+                uid=host_identity(paths.identity_file).uid,
+                address=address,
+                joined_at=info.created,
+            )
             db.commit(
                 [
-                    Create(kind="cluster", name="cluster", data=json.dumps(asdict(info)).encode()),
-                    Create(kind="host", name=host_name, data=json.dumps(host_doc).encode()),
-                    Create(kind="join_token", name=token.secret_hash, data=b"{}"),
+                    Create(kind=KIND_CLUSTER, name="cluster", data=json.dumps(asdict(info)).encode()),
+                    Create(kind=KIND_HOST, name=host_name, data=founder.encode()),
+                    Create(kind=KIND_JOIN_TOKEN, name=token.secret_hash, data=b"{}"),
                 ]
             )
         finally:

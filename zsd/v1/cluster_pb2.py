@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from zsd.v1 import host_pb2 as zsd_dot_v1_dot_host__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14zsd/v1/cluster.proto\x12\x06zsd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x01\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12&\n\x07members\x18\x04 \x03(\x0b\x32\x15.zsd.v1.ClusterMember\x12\x1e\n\x06leader\x18\x05 \x01(\x0b\x32\x0e.zsd.v1.Leader\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x01\n\rClusterMember\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.zsd.v1.ClusterMember.State\"J\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LIVE\x10\x01\x12\x0b\n\x07SUSPECT\x10\x02\x12\x08\n\x04\x44\x45\x41\x44\x10\x03\x12\x08\n\x04LEFT\x10\x04\"P\n\x06Leader\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t2J\n\x0e\x43lusterService\x12\x38\n\nGetCluster\x12\x19.zsd.v1.GetClusterRequest\x1a\x0f.zsd.v1.ClusterB\x1aZ\x18zsd.dev/api/zsd/v1;zsdv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14zsd/v1/cluster.proto\x12\x06zsd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11zsd/v1/host.proto\"\xc5\x01\n\x07\x43luster\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12&\n\x07members\x18\x04 \x03(\x0b\x32\x15.zsd.v1.ClusterMember\x12\x1e\n\x06leader\x18\x05 \x01(\x0b\x32\x0e.zsd.v1.Leader\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08revision\x18\x07 \x01(\x04\"\xb7\x01\n\rClusterMember\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12*\n\x05state\x18\x04 \x01(\x0e\x32\x1b.zsd.v1.ClusterMember.State\"J\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LIVE\x10\x01\x12\x0b\n\x07SUSPECT\x10\x02\x12\x08\n\x04\x44\x45\x41\x44\x10\x03\x12\x08\n\x04LEFT\x10\x04\"P\n\x06Leader\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x11GetClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\":\n\x0cWatchRequest\x12\x13\n\x0b\x63ollections\x18\x01 \x03(\t\x12\x15\n\rfrom_revision\x18\x02 \x01(\x04\"\xa6\x01\n\x0eResourceChange\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.zsd.v1.ResourceChange.Type\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1c\n\x04host\x18\n \x01(\x0b\x32\x0c.zsd.v1.HostH\x00\"1\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x07\n\x03PUT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x42\n\n\x08resource\"J\n\rWatchResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\'\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x16.zsd.v1.ResourceChange2\x82\x01\n\x0e\x43lusterService\x12\x38\n\nGetCluster\x12\x19.zsd.v1.GetClusterRequest\x1a\x0f.zsd.v1.Cluster\x12\x36\n\x05Watch\x12\x14.zsd.v1.WatchRequest\x1a\x15.zsd.v1.WatchResponse0\x01\x42\x1aZ\x18zsd.dev/api/zsd/v1;zsdv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +34,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zsd.v1.cluster_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\030zsd.dev/api/zsd/v1;zsdv1'
-  _globals['_CLUSTER']._serialized_start=66
-  _globals['_CLUSTER']._serialized_end=245
-  _globals['_CLUSTERMEMBER']._serialized_start=248
-  _globals['_CLUSTERMEMBER']._serialized_end=431
-  _globals['_CLUSTERMEMBER_STATE']._serialized_start=357
-  _globals['_CLUSTERMEMBER_STATE']._serialized_end=431
-  _globals['_LEADER']._serialized_start=433
-  _globals['_LEADER']._serialized_end=513
-  _globals['_GETCLUSTERREQUEST']._serialized_start=515
-  _globals['_GETCLUSTERREQUEST']._serialized_end=548
-  _globals['_CLUSTERSERVICE']._serialized_start=550
-  _globals['_CLUSTERSERVICE']._serialized_end=624
+  _globals['_CLUSTER']._serialized_start=85
+  _globals['_CLUSTER']._serialized_end=282
+  _globals['_CLUSTERMEMBER']._serialized_start=285
+  _globals['_CLUSTERMEMBER']._serialized_end=468
+  _globals['_CLUSTERMEMBER_STATE']._serialized_start=394
+  _globals['_CLUSTERMEMBER_STATE']._serialized_end=468
+  _globals['_LEADER']._serialized_start=470
+  _globals['_LEADER']._serialized_end=550
+  _globals['_GETCLUSTERREQUEST']._serialized_start=552
+  _globals['_GETCLUSTERREQUEST']._serialized_end=585
+  _globals['_WATCHREQUEST']._serialized_start=587
+  _globals['_WATCHREQUEST']._serialized_end=645
+  _globals['_RESOURCECHANGE']._serialized_start=648
+  _globals['_RESOURCECHANGE']._serialized_end=814
+  _globals['_RESOURCECHANGE_TYPE']._serialized_start=753
+  _globals['_RESOURCECHANGE_TYPE']._serialized_end=802
+  _globals['_WATCHRESPONSE']._serialized_start=816
+  _globals['_WATCHRESPONSE']._serialized_end=890
+  _globals['_CLUSTERSERVICE']._serialized_start=893
+  _globals['_CLUSTERSERVICE']._serialized_end=1023
 # @@protoc_insertion_point(module_scope)

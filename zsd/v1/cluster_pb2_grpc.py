@@ -39,6 +39,11 @@ class ClusterServiceStub:
                 request_serializer=zsd_dot_v1_dot_cluster__pb2.GetClusterRequest.SerializeToString,
                 response_deserializer=zsd_dot_v1_dot_cluster__pb2.Cluster.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/zsd.v1.ClusterService/Watch',
+                request_serializer=zsd_dot_v1_dot_cluster__pb2.WatchRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_cluster__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -50,6 +55,17 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Resource changes after a revision, then live ones as they commit, in revision
+        order, whole revisions at a time. FAILED_PRECONDITION (reason REVISION_COMPACTED)
+        when the serving host no longer holds changes that old: list again and watch
+        from the revision of the list. Ends when the serving host loses its feed (e.g.
+        a leader change); resume from the last revision received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +73,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.GetCluster,
                     request_deserializer=zsd_dot_v1_dot_cluster__pb2.GetClusterRequest.FromString,
                     response_serializer=zsd_dot_v1_dot_cluster__pb2.Cluster.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=zsd_dot_v1_dot_cluster__pb2.WatchRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_cluster__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +107,33 @@ class ClusterService:
             '/zsd.v1.ClusterService/GetCluster',
             zsd_dot_v1_dot_cluster__pb2.GetClusterRequest.SerializeToString,
             zsd_dot_v1_dot_cluster__pb2.Cluster.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/zsd.v1.ClusterService/Watch',
+            zsd_dot_v1_dot_cluster__pb2.WatchRequest.SerializeToString,
+            zsd_dot_v1_dot_cluster__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

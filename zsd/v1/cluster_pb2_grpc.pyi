@@ -32,11 +32,25 @@ class ClusterServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClusterServiceAsyncStub: ...
     GetCluster: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.GetClusterRequest, _cluster_pb2.Cluster]
+    Watch: _grpc.UnaryStreamMultiCallable[_cluster_pb2.WatchRequest, _cluster_pb2.WatchResponse]
+    """Resource changes after a revision, then live ones as they commit, in revision
+    order, whole revisions at a time. FAILED_PRECONDITION (reason REVISION_COMPACTED)
+    when the serving host no longer holds changes that old: list again and watch
+    from the revision of the list. Ends when the serving host loses its feed (e.g.
+    a leader change); resume from the last revision received.
+    """
 
 @_typing.type_check_only
 class ClusterServiceAsyncStub(ClusterServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCluster: _aio.UnaryUnaryMultiCallable[_cluster_pb2.GetClusterRequest, _cluster_pb2.Cluster]  # type: ignore[assignment]
+    Watch: _aio.UnaryStreamMultiCallable[_cluster_pb2.WatchRequest, _cluster_pb2.WatchResponse]  # type: ignore[assignment]
+    """Resource changes after a revision, then live ones as they commit, in revision
+    order, whole revisions at a time. FAILED_PRECONDITION (reason REVISION_COMPACTED)
+    when the serving host no longer holds changes that old: list again and watch
+    from the revision of the list. Ends when the serving host loses its feed (e.g.
+    a leader change); resume from the last revision received.
+    """
 
 class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -45,5 +59,18 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cluster_pb2.GetClusterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_pb2.Cluster, _abc.Awaitable[_cluster_pb2.Cluster]]: ...
+
+    @_abc_1.abstractmethod
+    def Watch(
+        self,
+        request: _cluster_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_cluster_pb2.WatchResponse], _abc.AsyncIterator[_cluster_pb2.WatchResponse]]:
+        """Resource changes after a revision, then live ones as they commit, in revision
+        order, whole revisions at a time. FAILED_PRECONDITION (reason REVISION_COMPACTED)
+        when the serving host no longer holds changes that old: list again and watch
+        from the revision of the list. Ends when the serving host loses its feed (e.g.
+        a leader change); resume from the last revision received.
+        """
 
 def add_ClusterServiceServicer_to_server(servicer: ClusterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -43,6 +43,60 @@ QEMU: HypervisorKind.ValueType  # 2
 """QEMU's TCG emulation: correct but slow; used when KVM is absent or unusable."""
 Global___HypervisorKind: _TypeAlias = HypervisorKind  # noqa: Y015
 
+class _MemberState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_STATE_UNSPECIFIED: _MemberState.ValueType  # 0
+    MEMBER_ALIVE: _MemberState.ValueType  # 1
+    MEMBER_SUSPECT: _MemberState.ValueType  # 2
+    MEMBER_DEAD: _MemberState.ValueType  # 3
+    MEMBER_LEFT: _MemberState.ValueType  # 4
+
+class MemberState(_MemberState, metaclass=_MemberStateEnumTypeWrapper): ...
+
+MEMBER_STATE_UNSPECIFIED: MemberState.ValueType  # 0
+MEMBER_ALIVE: MemberState.ValueType  # 1
+MEMBER_SUSPECT: MemberState.ValueType  # 2
+MEMBER_DEAD: MemberState.ValueType  # 3
+MEMBER_LEFT: MemberState.ValueType  # 4
+Global___MemberState: _TypeAlias = MemberState  # noqa: Y015
+
+class _LeaseState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LeaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LeaseState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LEASE_STATE_UNSPECIFIED: _LeaseState.ValueType  # 0
+    LEASE_UNKNOWN: _LeaseState.ValueType  # 1
+    """Seen, not yet watched long enough to tell."""
+    LEASE_FREE: _LeaseState.ValueType  # 2
+    """The host id is not held (never joined, or left cleanly)."""
+    LEASE_LIVE: _LeaseState.ValueType  # 3
+    """Renewed recently."""
+    LEASE_FAIL: _LeaseState.ValueType  # 4
+    """Renewals failing: the host is killing its lease holders."""
+    LEASE_DEAD: _LeaseState.ValueType  # 5
+    """Not renewed for sanlock's host-dead time: its leases can be taken over."""
+
+class LeaseState(_LeaseState, metaclass=_LeaseStateEnumTypeWrapper): ...
+
+LEASE_STATE_UNSPECIFIED: LeaseState.ValueType  # 0
+LEASE_UNKNOWN: LeaseState.ValueType  # 1
+"""Seen, not yet watched long enough to tell."""
+LEASE_FREE: LeaseState.ValueType  # 2
+"""The host id is not held (never joined, or left cleanly)."""
+LEASE_LIVE: LeaseState.ValueType  # 3
+"""Renewed recently."""
+LEASE_FAIL: LeaseState.ValueType  # 4
+"""Renewals failing: the host is killing its lease holders."""
+LEASE_DEAD: LeaseState.ValueType  # 5
+"""Not renewed for sanlock's host-dead time: its leases can be taken over."""
+Global___LeaseState: _TypeAlias = LeaseState  # noqa: Y015
+
 @_typing.final
 class Host(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -70,6 +124,26 @@ class Host(_message.Message):
     UNREACHABLE: Host.State.ValueType  # 3
     """Not reachable."""
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     HOST_ID_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
@@ -88,6 +162,10 @@ class Host(_message.Message):
     KERNEL_FIELD_NUMBER: _builtins.int
     OS_FIELD_NUMBER: _builtins.int
     REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    GOSSIP_STATE_FIELD_NUMBER: _builtins.int
+    LEASE_STATE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"hosts/{host}"; {host} is the host's name (an RFC 1123 label)."""
     host_id: _builtins.int
@@ -100,6 +178,16 @@ class Host(_message.Message):
     zsd_version: _builtins.str
     kernel: _builtins.str
     os: _builtins.str
+    gossip_state: Global___MemberState.ValueType
+    """This host as the membership gossip (SWIM) of the serving host sees it."""
+    lease_state: Global___LeaseState.ValueType
+    """This host's sanlock host-id lease as the serving host sees it. A host is
+    treated as dead (for fencing and HA) only when this is DEAD.
+    """
+    etag: _builtins.str
+    """The revision of the host's cluster record; pass it back in UpdateHost to
+    update only if nothing changed in between.
+    """
     @_builtins.property
     def state_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Why the host is not READY, one line each."""
@@ -126,6 +214,10 @@ class Host(_message.Message):
     def refresh_time(self) -> _timestamp_pb2.Timestamp:
         """When the inventory was last collected."""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Operator labels (keys and values: up to 63 of [a-z0-9_.-], keys start with a letter)."""
+
     def __init__(
         self,
         *,
@@ -147,10 +239,14 @@ class Host(_message.Message):
         kernel: _builtins.str = ...,
         os: _builtins.str = ...,
         refresh_time: _timestamp_pb2.Timestamp | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        gossip_state: Global___MemberState.ValueType = ...,
+        lease_state: Global___LeaseState.ValueType = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot_time", b"boot_time", "cpu", b"cpu", "hypervisor", b"hypervisor", "memory", b"memory", "refresh_time", b"refresh_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "zsd_version", b"zsd_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "zsd_version", b"zsd_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -379,9 +475,12 @@ class ListHostsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     READ_MASK_FIELD_NUMBER: _builtins.int
+    CONSISTENT_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum number of results; 0 means the server default (50), at most 1000."""
     page_token: _builtins.str
+    consistent: _builtins.bool
+    """Read from the leader at its newest revision instead of this host's copy."""
     @_builtins.property
     def read_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to return (AIP-157), e.g. "name,state,hypervisor.kind"; unset returns all."""
@@ -392,10 +491,11 @@ class ListHostsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         read_mask: _field_mask_pb2.FieldMask | None = ...,
+        consistent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "read_mask", b"read_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistent", b"consistent", "page_size", b"page_size", "page_token", b"page_token", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,7 +507,10 @@ class ListHostsResponse(_message.Message):
 
     HOSTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    revision: _builtins.int
+    """The cluster-state revision this list was read at (ClusterService.Watch resumes from it)."""
     @_builtins.property
     def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Host]: ...
     def __init__(
@@ -415,10 +518,11 @@ class ListHostsResponse(_message.Message):
         *,
         hosts: _abc.Iterable[Global___Host] | None = ...,
         next_page_token: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "next_page_token", b"next_page_token", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -430,8 +534,11 @@ class GetHostRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     READ_MASK_FIELD_NUMBER: _builtins.int
+    CONSISTENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"hosts/{host}"; "hosts/-" names the host that serves the call."""
+    consistent: _builtins.bool
+    """Read from the leader at its newest revision instead of this host's copy."""
     @_builtins.property
     def read_mask(self) -> _field_mask_pb2.FieldMask: ...
     def __init__(
@@ -439,10 +546,11 @@ class GetHostRequest(_message.Message):
         *,
         name: _builtins.str = ...,
         read_mask: _field_mask_pb2.FieldMask | None = ...,
+        consistent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "read_mask", b"read_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistent", b"consistent", "name", b"name", "read_mask", b"read_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -470,3 +578,60 @@ class RefreshHostRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefreshHostRequest: _TypeAlias = RefreshHostRequest  # noqa: Y015
+
+@_typing.final
+class UpdateHostRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def host(self) -> Global___Host:
+        """host.name selects the host; only labels (and etag) are read from it."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """"labels" or "labels.{key}" paths; required."""
+
+    def __init__(
+        self,
+        *,
+        host: Global___Host | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateHostRequest: _TypeAlias = UpdateHostRequest  # noqa: Y015
+
+@_typing.final
+class DeleteHostRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    force: _builtins.bool
+    """Remove even though VMs still run there (they are left to HA)."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        force: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteHostRequest: _TypeAlias = DeleteHostRequest  # noqa: Y015

@@ -50,6 +50,16 @@ class HostServiceStub:
                 request_serializer=zsd_dot_v1_dot_host__pb2.RefreshHostRequest.SerializeToString,
                 response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
                 _registered_method=True)
+        self.UpdateHost = channel.unary_unary(
+                '/zsd.v1.HostService/UpdateHost',
+                request_serializer=zsd_dot_v1_dot_host__pb2.UpdateHostRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_host__pb2.Host.FromString,
+                _registered_method=True)
+        self.DeleteHost = channel.unary_unary(
+                '/zsd.v1.HostService/DeleteHost',
+                request_serializer=zsd_dot_v1_dot_host__pb2.DeleteHostRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -75,6 +85,25 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateHost(self, request, context):
+        """Changes a host's labels (the only fields a client sets). The update_mask names
+        "labels" (replace all) or single keys "labels.{key}" (set, or remove when the
+        key is absent from host.labels), so concurrent writers of different keys never
+        conflict. With `host.etag` set, fails with ABORTED unless it is current.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteHost(self, request, context):
+        """Removes a member from the cluster: refused while it runs VMs unless `force`.
+        The host's zsd stops acting as a member once it sees its removal; its host id
+        is freed for a new join.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +120,16 @@ def add_HostServiceServicer_to_server(servicer, server):
             'RefreshHost': grpc.unary_unary_rpc_method_handler(
                     servicer.RefreshHost,
                     request_deserializer=zsd_dot_v1_dot_host__pb2.RefreshHostRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
+            ),
+            'UpdateHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateHost,
+                    request_deserializer=zsd_dot_v1_dot_host__pb2.UpdateHostRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_host__pb2.Host.SerializeToString,
+            ),
+            'DeleteHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteHost,
+                    request_deserializer=zsd_dot_v1_dot_host__pb2.DeleteHostRequest.FromString,
                     response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
             ),
     }
@@ -174,6 +213,60 @@ class HostService:
             target,
             '/zsd.v1.HostService/RefreshHost',
             zsd_dot_v1_dot_host__pb2.RefreshHostRequest.SerializeToString,
+            zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.HostService/UpdateHost',
+            zsd_dot_v1_dot_host__pb2.UpdateHostRequest.SerializeToString,
+            zsd_dot_v1_dot_host__pb2.Host.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.HostService/DeleteHost',
+            zsd_dot_v1_dot_host__pb2.DeleteHostRequest.SerializeToString,
             zsd_dot_v1_dot_operation__pb2.Operation.FromString,
             options,
             channel_credentials,

@@ -38,6 +38,17 @@ class HostServiceStub:
     """Re-collects the host's inventory, including the KVM usability probe.
     Returns an Operation whose response is the refreshed Host.
     """
+    UpdateHost: _grpc.UnaryUnaryMultiCallable[_host_pb2.UpdateHostRequest, _host_pb2.Host]
+    """Changes a host's labels (the only fields a client sets). The update_mask names
+    "labels" (replace all) or single keys "labels.{key}" (set, or remove when the
+    key is absent from host.labels), so concurrent writers of different keys never
+    conflict. With `host.etag` set, fails with ABORTED unless it is current.
+    """
+    DeleteHost: _grpc.UnaryUnaryMultiCallable[_host_pb2.DeleteHostRequest, _operation_pb2.Operation]
+    """Removes a member from the cluster: refused while it runs VMs unless `force`.
+    The host's zsd stops acting as a member once it sees its removal; its host id
+    is freed for a new join.
+    """
 
 @_typing.type_check_only
 class HostServiceAsyncStub(HostServiceStub):
@@ -47,6 +58,17 @@ class HostServiceAsyncStub(HostServiceStub):
     RefreshHost: _aio.UnaryUnaryMultiCallable[_host_pb2.RefreshHostRequest, _operation_pb2.Operation]  # type: ignore[assignment]
     """Re-collects the host's inventory, including the KVM usability probe.
     Returns an Operation whose response is the refreshed Host.
+    """
+    UpdateHost: _aio.UnaryUnaryMultiCallable[_host_pb2.UpdateHostRequest, _host_pb2.Host]  # type: ignore[assignment]
+    """Changes a host's labels (the only fields a client sets). The update_mask names
+    "labels" (replace all) or single keys "labels.{key}" (set, or remove when the
+    key is absent from host.labels), so concurrent writers of different keys never
+    conflict. With `host.etag` set, fails with ABORTED unless it is current.
+    """
+    DeleteHost: _aio.UnaryUnaryMultiCallable[_host_pb2.DeleteHostRequest, _operation_pb2.Operation]  # type: ignore[assignment]
+    """Removes a member from the cluster: refused while it runs VMs unless `force`.
+    The host's zsd stops acting as a member once it sees its removal; its host id
+    is freed for a new join.
     """
 
 class HostServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -72,6 +94,29 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_operation_pb2.Operation, _abc.Awaitable[_operation_pb2.Operation]]:
         """Re-collects the host's inventory, including the KVM usability probe.
         Returns an Operation whose response is the refreshed Host.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateHost(
+        self,
+        request: _host_pb2.UpdateHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_pb2.Host, _abc.Awaitable[_host_pb2.Host]]:
+        """Changes a host's labels (the only fields a client sets). The update_mask names
+        "labels" (replace all) or single keys "labels.{key}" (set, or remove when the
+        key is absent from host.labels), so concurrent writers of different keys never
+        conflict. With `host.etag` set, fails with ABORTED unless it is current.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteHost(
+        self,
+        request: _host_pb2.DeleteHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operation_pb2.Operation, _abc.Awaitable[_operation_pb2.Operation]]:
+        """Removes a member from the cluster: refused while it runs VMs unless `force`.
+        The host's zsd stops acting as a member once it sees its removal; its host id
+        is freed for a new join.
         """
 
 def add_HostServiceServicer_to_server(servicer: HostServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from zsd.api import convert, names
@@ -24,3 +26,9 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
             return convert.cluster(self._cluster.cluster())  # thread-safe read (see LocalCluster)
 
         return await self._gw.handle(context, get_cluster, request)
+
+    async def Watch(
+        self, request: cluster_pb2.WatchRequest, context: Ctx
+    ) -> AsyncIterator[cluster_pb2.WatchResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Watch is being built")
+        yield cluster_pb2.WatchResponse()

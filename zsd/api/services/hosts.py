@@ -103,3 +103,11 @@ class HostService(host_pb2_grpc.HostServiceServicer):
             return convert.operation(view, now=self._clock())
 
         return await self._gw.handle(context, refresh_host, request)
+
+    async def UpdateHost(self, request: host_pb2.UpdateHostRequest, context: Ctx) -> host_pb2.Host:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "UpdateHost is being built")
+        raise AssertionError
+
+    async def DeleteHost(self, request: host_pb2.DeleteHostRequest, context: Ctx) -> operation_pb2.Operation:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteHost is being built")
+        raise AssertionError

@@ -1,0 +1,1 @@
+"""Host-to-host protocol of zsd (generated code in zsd.peer.v1)."""
