@@ -305,6 +305,7 @@ def test_cluster_show_json(zsd_server: ServerThread, fake: FakeZsd) -> None:
                     {"host": "hosts/node2", "host_id": 2, "address": "192.0.2.2:7443", "state": "SUSPECT"},
                 ],
                 "leader": {"host": "hosts/node1", "epoch": "3"},
+                "revision": "0",
             },
             indent=2,
         )
