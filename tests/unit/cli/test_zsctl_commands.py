@@ -327,6 +327,7 @@ def test_cluster_show_table(zsd_server: ServerThread, fake: FakeZsd) -> None:
         "leader:\n"
         "  host: hosts/node1\n"
         "  epoch: 3\n"
+        "revision: 0\n"
     )
 
 
