@@ -8,11 +8,13 @@ log what needs a restart, keep the old configuration if the new one is invalid.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -22,25 +24,44 @@ import trio
 
 import zsd
 from zsd.api.gateway import Gateway
+from zsd.api.router import Router
 from zsd.api.server import ApiServer, Registrar
 from zsd.api.services.cluster import ClusterService
-from zsd.api.services.hosts import HostService
+from zsd.api.services.hosts import HostMessageCache, HostService
 from zsd.api.services.operations import OperationService
-from zsd.cluster.bootstrap import SharedLayout, load_cluster_info, load_membership
-from zsd.cluster.controlplane import run_control_plane
+from zsd.api.services.peer import Authorize, PeerService
+from zsd.cluster import peerclient
+from zsd.cluster.bootstrap import (
+    Membership,
+    SharedLayout,
+    load_cluster_info,
+    load_membership,
+    membership_path,
+    tls_paths,
+)
+from zsd.cluster.control import ClusterControl
+from zsd.cluster.controlplane import ControlPlane, run_control_plane
 from zsd.cluster.identity import ClusterIdentity, cluster_identity, host_identity
-from zsd.cluster.leadership import Leadership
+from zsd.cluster.leadership import LeadershipState
 from zsd.cluster.local import LocalCluster
+from zsd.cluster.member import MemberRuntime, MemberSettings
 from zsd.cluster.operations import OperationRegistry
-from zsd.config import Config
-from zsd.errors import ConfigError
+from zsd.cluster.peerclient import ChannelPool, PeerTarget, PeerTls
+from zsd.cluster.records import KIND_HOST
+from zsd.cluster.replica import Replica
+from zsd.cluster.store import ChangeSet, Snapshot
+from zsd.config import ApiConfig, Config, TlsConfig
+from zsd.errors import ConfigError, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
 from zsd.paths import Paths
+from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
 from zsd.util.apithread import Bridge, open_api_thread
 from zsd.util.notify import Notifier, watchdog_interval
 from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc, operation_pb2, operation_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7443
 
 # SIGTERM must end the process within 5 s: grace (<= 4.5 s, validated) plus this much
 # for everything else, after which the remaining work is abandoned.
@@ -62,20 +83,57 @@ class _Core:
     cluster: LocalCluster
     inventory: Inventory
     operations: OperationRegistry
+    member: MemberRuntime | None = None
+    tls: PeerTls | None = None
 
 
 def _registrar(bridge: Bridge, core: _Core) -> Registrar:
     gateway = Gateway(bridge.to_trio)
+    member = core.member
+    router: Router | None = None
+    if member is not None:
+        tls = core.tls
+        assert tls is not None
+        control = member.control
+        channels = ChannelPool(tls)
+        router = Router(
+            leader=member.leader_view,
+            channel=channels.get,
+            wait_revision=lambda rev, timeout: bridge.to_trio.run(
+                lambda: control.wait_revision(rev, timeout)
+            ),
+        )
 
     def register(server: grpc.aio.Server) -> list[str]:
         host_pb2_grpc.add_HostServiceServicer_to_server(
             HostService(
-                gateway=gateway, cluster=core.cluster, inventory=core.inventory, operations=core.operations
+                gateway=gateway,
+                cluster=core.cluster,
+                inventory=core.inventory,
+                operations=core.operations,
+                control=member.control if member is not None else None,
+                router=router,
             ),
             server,
         )
+        extra: list[str] = []
+        if member is not None and router is not None:
+            peer_pb2_grpc.add_PeerServiceServicer_to_server(
+                PeerService(
+                    gateway=gateway,
+                    control=member.control,
+                    router=router,
+                    authorize=_peer_authorizer(member.control),
+                    admit=member.admit,
+                ),
+                server,
+            )
+            extra.append(peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name)
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(
-            ClusterService(gateway=gateway, cluster=core.cluster), server
+            ClusterService(
+                gateway=gateway, cluster=core.cluster, control=member.control if member is not None else None
+            ),
+            server,
         )
         operation_pb2_grpc.add_OperationServiceServicer_to_server(
             OperationService(gateway=gateway, operations=core.operations), server
@@ -84,6 +142,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
             operation_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name,
+            *extra,
         ]
 
     return register
@@ -105,11 +164,12 @@ async def serve(deps: DaemonDeps) -> None:
         async with open_api_thread() as bridge, trio.open_nursery() as nursery:
             life = _Lifecycle(deps=deps, config=config, startup=nursery.cancel_scope)
             nursery.start_soon(life.handle_signals, signals)
-            leadership: Leadership | None = None
+            plane: ControlPlane | None = None
             if membership is not None:
-                leadership = await nursery.start(
+                plane = await nursery.start(
                     partial(run_control_plane, membership=membership, status=lambda s: notify(f"STATUS={s}"))
                 )
+            leadership = plane.leadership if plane is not None else None
             notify("STATUS=collecting host inventory")
             inventory = Inventory(collector=deps.collector, interval=config.facts_interval)
             await nursery.start(inventory.run)
@@ -128,8 +188,20 @@ async def serve(deps: DaemonDeps) -> None:
                 inventory=inventory,
                 operations=operations,
             )
+            api_config = config.api
+            if membership is not None and plane is not None:
+                notify("STATUS=following the cluster state")
+                core, api_config = await _start_member(
+                    nursery,
+                    core=core,
+                    config=config,
+                    paths=paths,
+                    membership=membership,
+                    plane=plane,
+                    life=life,
+                )
             notify("STATUS=starting API")
-            api = ApiServer(bridge=bridge, config=config.api, register=_registrar(bridge, core))
+            api = ApiServer(bridge=bridge, config=api_config, register=_registrar(bridge, core))
             await nursery.start(api.run)
             hv = inventory.facts.hypervisor.kind.value
             serving = f"serving on unix:{config.api.socket}" + (
@@ -152,6 +224,98 @@ async def serve(deps: DaemonDeps) -> None:
     log.info("stopped")
 
 
+async def _start_member(
+    nursery: trio.Nursery,
+    *,
+    core: _Core,
+    config: Config,
+    paths: Paths,
+    membership: Membership,
+    plane: ControlPlane,
+    life: _Lifecycle,
+) -> tuple[_Core, ApiConfig]:
+    """The member's state copy, leader tracking and self-report; the API listens on
+    TCP with the host's cluster certificate (peers and clients alike)."""
+    cert, key, ca = tls_paths(paths)
+    tls = PeerTls.load(cert, key, ca)
+    api_config = config.api
+    if api_config.tls is None:
+        api_config = replace(api_config, tls=TlsConfig(cert=cert, key=key, client_ca=ca))
+    if not api_config.tcp_listen:
+        api_config = replace(api_config, tcp_listen=f"{_bracket(core.cluster.address)}:{DEFAULT_PORT}")
+    assert api_config.tcp_listen is not None
+    settings = MemberSettings(
+        host_name=config.host_name,
+        host_id=membership.host_id,
+        shared_dir=Path(membership.shared_dir),
+        endpoint=_advertised(api_config.tcp_listen, core.cluster.address),
+        tls=tls,
+    )
+    leadership = plane.leadership
+    runtime: MemberRuntime | None = None
+
+    async def resolve(state: LeadershipState) -> PeerTarget | None:
+        assert runtime is not None
+        return await runtime.resolve(state)
+
+    def open_feed(
+        target: PeerTarget, revision: int, snapshot: bool
+    ) -> AsyncGenerator[Snapshot | ChangeSet, None]:
+        return peerclient.watch_feed(target, tls, from_revision=revision, snapshot=snapshot)
+
+    replica = Replica(leadership=leadership, resolve=resolve, open_feed=open_feed)
+    control = ClusterControl(leadership=leadership, replica=replica)
+    cluster = core.cluster
+    cache = HostMessageCache()
+
+    def own_host() -> host_pb2.Host:
+        return cache.encode(cluster.host("-"), now=time.time())
+
+    runtime = MemberRuntime(
+        settings=settings,
+        leadership=leadership,
+        control=control,
+        own_host=own_host,
+        on_removed=lambda: life.removed(paths),
+    )
+    await nursery.start(runtime.run)
+    return replace(core, member=runtime, tls=tls), api_config
+
+
+def _peer_authorizer(control: ClusterControl) -> Authorize:
+    """Peers are named by their certificate (verified against the cluster CA by the
+    TLS layer); a host caller must also be a member in the state copy."""
+
+    def authorize(context: grpc.aio.ServicerContext[object, object], kinds: tuple[str, ...]) -> str:
+        auth = context.auth_context()
+        names = [v.decode() for v in auth.get("x509_common_name", [])]
+        if not names:
+            raise PermissionDenied(
+                "peer calls need a client certificate of the cluster", reason="PEER_NOT_ALLOWED"
+            )
+        name = names[0]
+        if name.startswith("join:"):
+            if "join" in kinds:
+                return name.removeprefix("join:")
+        elif "host" in kinds and control.replica.cache.get(KIND_HOST, name) is not None:
+            return name
+        raise PermissionDenied(f"{name!r} may not make this call", reason="PEER_NOT_ALLOWED")
+
+    return authorize
+
+
+def _bracket(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _advertised(listen: str, address: str) -> str:
+    """What peers dial: the listen address, unless it is a wildcard."""
+    host, port = listen.rsplit(":", 1)
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        host = _bracket(address)
+    return f"{host}:{port}"
+
+
 class _Lifecycle:
     """Signals, from the first moment: SIGTERM during start-up abandons it at once
     (nothing is in flight yet); once ready it starts the drain. SIGHUP reloads."""
@@ -163,6 +327,15 @@ class _Lifecycle:
         self._inventory: Inventory | None = None
         self._status = ""
         self.stopping = trio.Event()
+
+    def removed(self, paths: Paths) -> None:
+        """The cluster removed this host: keep the membership file for the record
+        (renamed), and stop; started again, zsd runs as a cluster of one."""
+        path = membership_path(paths)
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(path.with_name(f"{path.name}.removed-{int(time.time())}"))
+        log.warning("removed from the cluster: stopping (membership kept as %s.removed-*)", path)
+        self.stopping.set()
 
     def ready(self, *, inventory: Inventory, status: str) -> None:
         self._startup = None

@@ -100,6 +100,14 @@ class Unsupported(ZsdError):
     default_reason = "UNSUPPORTED"
 
 
+class PermissionDenied(ZsdError):
+    """The caller is known but not allowed to make this call (e.g. a peer-only call
+    with a client certificate)."""
+
+    category = "permission_denied"
+    default_reason = "PERMISSION_DENIED"
+
+
 class Internal(ZsdError):
     """A bug or an unexpected failure; the message is safe to show, details are logged."""
 

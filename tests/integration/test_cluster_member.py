@@ -20,7 +20,7 @@ from zsd.cluster.store import ClusterDb, verify
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-HOST = ("--set", "host.name=m1", "--set", "hypervisor.kind=qemu")
+HOST = ("--set", "host.name=m1", "--set", "host.address=127.0.0.1", "--set", "hypervisor.kind=qemu")
 
 
 @pytest.fixture

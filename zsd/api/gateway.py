@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -34,6 +34,10 @@ class Gateway:
     async def trio_sync(self, fn: Callable[[], T]) -> T:
         """Runs a synchronous, non-blocking core function on the trio side (reads, starting operations)."""
         return await self._portal.call(fn)
+
+    def stream(self, fn: Callable[[], AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
+        """Iterates a trio async generator from the API thread (with back-pressure)."""
+        return self._portal.stream(fn)
 
     async def handle(
         self,

@@ -3,10 +3,14 @@ google.rpc details (ErrorInfo with the reason and field; BadRequest for input er
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from zsd import errors
 from zsd.errors import ZsdError
 
 DOMAIN = "zsd.dev"
@@ -22,6 +26,7 @@ _CODES: dict[str, grpc.StatusCode] = {
     "cancelled": grpc.StatusCode.CANCELLED,
     "deadline_exceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
     "unimplemented": grpc.StatusCode.UNIMPLEMENTED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "internal": grpc.StatusCode.INTERNAL,
 }
 
@@ -48,3 +53,43 @@ def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
+
+
+_CLASSES: dict[grpc.StatusCode, type[ZsdError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.ABORTED: errors.Conflict,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.CANCELLED: errors.Cancelled,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Unsupported,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+}
+
+
+def from_rpc_error(code: grpc.StatusCode, details: str, trailing: Iterable[Any]) -> ZsdError:
+    """The ZsdError a peer's failed call stands for (the inverse of :func:`to_rpc_status`),
+    so a forwarded call fails the same way the leader failed it. ``trailing`` is the
+    call's trailing metadata (where grpc carries the google.rpc.Status): (key, value)
+    pairs, as both the sync and the asyncio clients yield them at run time."""
+    reason: str | None = None
+    field: str | None = None
+    metadata: dict[str, str] = {}
+    for key, value in trailing:
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        details = status.message or details
+        for packed in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if packed.Unpack(info):
+                reason = info.reason
+                metadata = dict(info.metadata)
+                field = metadata.pop("field", None)
+    cls = _CLASSES.get(code, errors.Internal)
+    if field and details.startswith(f"{field}: "):
+        details = details[len(field) + 2 :]  # str(ZsdError) prefixed it; don't double it
+    return cls(details or code.name, reason=reason, field=field, metadata=metadata)

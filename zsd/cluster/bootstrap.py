@@ -2,10 +2,11 @@
 
 Creates, in this order, the lease lockspace and leader lease, the cluster CA,
 and cluster.db (written under the first leader epoch, with the cluster, the first
-host and a join token's hash), then ``cluster.json``, the marker that the
-directory holds a complete cluster. A crash before the marker leaves a directory
-that init refuses to touch: nothing there is user data yet, but zsd never deletes
-what it did not just create in the same call; the message says what to remove.
+host with its host id record, and a join token's hash), then ``cluster.json``, the
+marker that the directory holds a complete cluster. A crash before the marker
+leaves a directory that init refuses to touch: nothing there is user data yet,
+but zsd never deletes what it did not just create in the same call; the message
+says what to remove.
 
 The founding host gets host id 1, a certificate signed by the cluster CA, and a
 membership file in its state directory that ``zsd run`` reads.
@@ -21,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zsd.cluster import pki
+from zsd.cluster import admission, pki
 from zsd.cluster.identity import host_identity
 from zsd.cluster.lease import Authority, LeaseConfig
-from zsd.cluster.records import KIND_CLUSTER, KIND_HOST, KIND_JOIN_TOKEN, HostEntry
+from zsd.cluster.records import KIND_CLUSTER, KIND_JOIN_TOKEN, HostEntry
 from zsd.cluster.store import ClusterDb, Create
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 from zsd.paths import Paths
@@ -197,7 +198,7 @@ async def init_cluster(
             db.commit(
                 [
                     Create(kind=KIND_CLUSTER, name="cluster", data=json.dumps(asdict(info)).encode()),
-                    Create(kind=KIND_HOST, name=host_name, data=founder.encode()),
+                    *admission.claim(founder),
                     Create(kind=KIND_JOIN_TOKEN, name=token.secret_hash, data=b"{}"),
                 ]
             )

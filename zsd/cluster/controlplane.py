@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 AuthorityFactory = Callable[[LeaseConfig], Authority]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ControlPlane:
+    leadership: Leadership
+    authority: Authority
+    """Joined with this host's id (host-lease states of all hosts come from it)."""
+
+
 def sanlock_authority(config: LeaseConfig) -> Authority:
     return SanlockAuthority(config=config, api=LibSanlock())
 
@@ -33,7 +41,7 @@ async def run_control_plane(
     membership: Membership,
     status: Callable[[str], None],
     make_authority: AuthorityFactory = sanlock_authority,
-    task_status: trio.TaskStatus[Leadership] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[ControlPlane] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     layout = SharedLayout(root=Path(membership.shared_dir))
     info = await trio.to_thread.run_sync(load_cluster_info, layout)
@@ -52,7 +60,7 @@ async def run_control_plane(
                 f"leading, epoch {state.epoch}" if state.leading else f"following host {state.leader_host_id}"
             )
             log.info("control plane up: %s", role)
-            task_status.started(leadership)
+            task_status.started(ControlPlane(leadership=leadership, authority=authority))
     finally:
         with trio.CancelScope(shield=True):
             await authority.aclose()

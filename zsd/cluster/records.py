@@ -23,6 +23,9 @@ KIND_HOST = "host"
 KIND_HOST_STATUS = "hoststatus"
 KIND_CLUSTER = "cluster"
 KIND_JOIN_TOKEN = "join_token"
+KIND_HOST_ID = "host_id"
+"""One per allocated sanlock host id (named by the id): the store's uniqueness of names
+is what keeps two joins from getting the same id."""
 MAX_HOST_ID = 2000
 """sanlock's host ids are 1..2000."""
 

@@ -83,3 +83,14 @@ def test_an_empty_request_id_is_invalid(db: ClusterDb) -> None:
     with pytest.raises(InvalidArgument) as e:
         db.commit([Put(kind="vm", name="a", data=b"")], request_id="")
     assert e.value.field == "request_id"
+
+
+def test_replay_looks_up_without_storing(db: ClusterDb) -> None:
+    assert db.replay("r1", fingerprint=b"f") is None
+    assert db.replay("r1", fingerprint=b"f") is None  # looking did not claim the id
+    db.commit([Create(kind="vm", name="a", data=b"")], request_id="r1", fingerprint=b"f", response=b"ok")
+    found = db.replay("r1", fingerprint=b"f")
+    assert found is not None and (found.revision, found.response, found.replayed) == (1, b"ok", True)
+    with pytest.raises(Conflict) as e:
+        db.replay("r1", fingerprint=b"other")
+    assert e.value.reason == "REQUEST_ID_REUSED"

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
+from google.protobuf import empty_pb2
 
-from zsd.api import convert, masks, names, paging
+from zsd.api import convert, hostviews, masks, names, paging
 from zsd.api.gateway import Gateway
+from zsd.api.router import Message, Router
+from zsd.cluster.control import ClusterControl
 from zsd.cluster.local import HostRecord, LocalCluster
 from zsd.cluster.operations import OperationRegistry, OperationView, Progress
+from zsd.errors import InvalidArgument, Unsupported
 from zsd.host.inventory import Inventory
 from zsd.v1 import host_pb2, host_pb2_grpc, operation_pb2
 
 Ctx = grpc.aio.ServicerContext[object, object]
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
 
 
 class HostMessageCache:
@@ -39,6 +47,10 @@ class HostMessageCache:
 
 
 class HostService(host_pb2_grpc.HostServiceServicer):
+    """Without ``control`` (the embedded cluster of one) the host list is this host.
+    With it, hosts come from this host's copy of the cluster state; consistent reads
+    and mutations go through ``router`` to the leader."""
+
     def __init__(
         self,
         *,
@@ -46,40 +58,105 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         cluster: LocalCluster,
         inventory: Inventory,
         operations: OperationRegistry,
+        control: ClusterControl | None = None,
+        router: Router | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gw = gateway
         self._cluster = cluster
         self._inventory = inventory
         self._ops = operations
+        self._control = control
+        self._router = router
         self._clock = clock
         self._cache = HostMessageCache()
+
+    def _own(self) -> host_pb2.Host:
+        return self._cache.encode(self._cluster.host("-"), now=self._clock())
+
+    async def _member_hosts(self) -> tuple[list[host_pb2.Host], int]:
+        control = self._control
+        assert control is not None
+        views, revision = await self._gw.trio_sync(lambda: (control.host_views(), control.revision))
+        me = self._cluster.host_name
+        hosts = [
+            hostviews.member_host(v, own=self._own if v.entry.name == me else None)
+            for v in sorted(views, key=lambda v: v.entry.name)
+        ]
+        return hosts, revision
+
+    async def _read(
+        self,
+        context: Ctx,
+        method: str,
+        request: Req,
+        build: Callable[[], Awaitable[Resp]],
+        response_type: Callable[[bytes], Resp],
+    ) -> Resp:
+        """A consistent read runs on the leader at its newest revision; others run here."""
+        if self._router is None or self._control is None or not getattr(request, "consistent", False):
+            return await build()
+        control = self._control
+
+        async def on_leader() -> tuple[Resp, int]:
+            await self._gw.trio(context, control.at_leader_revision)
+            return await build(), 0
+
+        return await self._router.call(
+            context, method=method, request=request, response_type=response_type, local=on_leader
+        )
 
     async def ListHosts(self, request: host_pb2.ListHostsRequest, context: Ctx) -> host_pb2.ListHostsResponse:
         async def list_hosts(req: host_pb2.ListHostsRequest) -> host_pb2.ListHostsResponse:
             masks.validate(req.read_mask, host_pb2.Host, field="read_mask")
-            records = sorted(self._cluster.hosts(), key=lambda h: h.name)  # thread-safe read, no hop
+            if self._control is None:
+                now = self._clock()
+                records = sorted(self._cluster.hosts(), key=lambda h: h.name)  # thread-safe read, no hop
+                hosts = [self._cache.encode(h, now=now) for h in records]
+                revision = 0
+            else:
+                hosts, revision = await self._member_hosts()
             page = paging.paginate(
-                records, key=lambda h: h.name, page_size=req.page_size, page_token=req.page_token
+                hosts, key=lambda h: h.name, page_size=req.page_size, page_token=req.page_token
             )
-            now = self._clock()
             return host_pb2.ListHostsResponse(
-                hosts=[masks.apply(req.read_mask, self._cache.encode(h, now=now)) for h in page.items],
+                hosts=[masks.apply(req.read_mask, h) for h in page.items],
                 next_page_token=page.next_page_token,
+                revision=revision,
             )
 
-        return await self._gw.handle(context, list_hosts, request)
+        async def run(req: host_pb2.ListHostsRequest) -> host_pb2.ListHostsResponse:
+            return await self._read(
+                context,
+                _METHOD + "ListHosts",
+                req,
+                lambda: list_hosts(req),
+                host_pb2.ListHostsResponse.FromString,
+            )
+
+        return await self._gw.handle(context, run, request)
 
     async def GetHost(self, request: host_pb2.GetHostRequest, context: Ctx) -> host_pb2.Host:
         async def get_host(req: host_pb2.GetHostRequest) -> host_pb2.Host:
             host = names.host_id(req.name)
             masks.validate(req.read_mask, host_pb2.Host, field="read_mask")
-            # LocalCluster reads are thread-safe (see its docstring): no hop into trio,
-            # which measured 25-120 us per call, a fifth of GetHost's cost.
-            record = self._cluster.host(host)
-            return masks.apply(req.read_mask, self._cache.encode(record, now=self._clock()))
+            if self._control is None:
+                # LocalCluster reads are thread-safe (see its docstring): no hop into trio,
+                # which measured 25-120 us per call, a fifth of GetHost's cost.
+                record = self._cluster.host(host)
+                return masks.apply(req.read_mask, self._cache.encode(record, now=self._clock()))
+            control = self._control
+            name = self._cluster.host_name if host == "-" else host
+            view = await self._gw.trio_sync(lambda: control.host_view(name))
+            own = self._own if name == self._cluster.host_name else None
+            return masks.apply(req.read_mask, hostviews.member_host(view, own=own))
 
-        return await self._gw.handle(context, get_host, request)
+        async def run(req: host_pb2.GetHostRequest) -> host_pb2.Host:
+            return await self._read(
+                context, _METHOD + "GetHost", req, lambda: get_host(req), host_pb2.Host.FromString
+            )
+
+        return await self._gw.handle(context, run, request)
 
     async def RefreshHost(
         self, request: host_pb2.RefreshHostRequest, context: Ctx
@@ -104,10 +181,110 @@ class HostService(host_pb2_grpc.HostServiceServicer):
 
         return await self._gw.handle(context, refresh_host, request)
 
+    def _mutation_parts(self) -> tuple[ClusterControl, Router]:
+        if self._control is None or self._router is None:
+            raise Unsupported(
+                "this host runs the embedded cluster of one, which has no cluster state to change; "
+                "make it a member with `zsd cluster init` or `zsd cluster join`",
+                reason="NOT_A_MEMBER",
+            )
+        return self._control, self._router
+
     async def UpdateHost(self, request: host_pb2.UpdateHostRequest, context: Ctx) -> host_pb2.Host:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "UpdateHost is being built")
-        raise AssertionError
+        async def update_host(req: host_pb2.UpdateHostRequest) -> host_pb2.Host:
+            control, router = self._mutation_parts()
+            host = names.host_id(req.host.name, field="host.name")
+            if host == "-":
+                host = self._cluster.host_name
+            etag = _etag(req.host.etag)
+            paths = list(req.update_mask.paths)
+            labels = dict(req.host.labels)
+            names.request_id(req.request_id)
+            if not req.request_id:
+                req.request_id = str(uuid.uuid4())  # so that forwarding retries stay exactly-once
+
+            async def on_leader() -> tuple[host_pb2.Host, int]:
+                revision = await self._gw.trio(
+                    context,
+                    lambda: control.update_labels(
+                        host=host, labels=labels, paths=paths, etag=etag, request_id=req.request_id
+                    ),
+                )
+                return await self._after_write(context, control, host, revision), revision
+
+            return await router.call(
+                context,
+                method=_METHOD + "UpdateHost",
+                request=req,
+                response_type=host_pb2.Host.FromString,
+                local=on_leader,
+            )
+
+        return await self._gw.handle(context, update_host, request)
+
+    async def _after_write(
+        self, context: Ctx, control: ClusterControl, host: str, revision: int
+    ) -> host_pb2.Host:
+        await self._gw.trio(context, lambda: control.wait_revision(revision, 2.0))
+        view = await self._gw.trio_sync(lambda: control.host_view(host))
+        own = self._own if host == self._cluster.host_name else None
+        return hostviews.member_host(view, own=own)
 
     async def DeleteHost(self, request: host_pb2.DeleteHostRequest, context: Ctx) -> operation_pb2.Operation:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteHost is being built")
-        raise AssertionError
+        async def delete_host(req: host_pb2.DeleteHostRequest) -> operation_pb2.Operation:
+            control, router = self._mutation_parts()
+            host = names.host_id(req.name)
+            if host == "-":
+                host = self._cluster.host_name
+            names.request_id(req.request_id)
+            if not req.request_id:
+                req.request_id = str(uuid.uuid4())
+
+            async def on_leader() -> tuple[operation_pb2.Operation, int]:
+                revision = await self._gw.trio(
+                    context,
+                    lambda: control.delete_host(host=host, force=req.force, request_id=req.request_id),
+                )
+                return _removal_done(host, req.request_id, now=self._clock()), revision
+
+            return await router.call(
+                context,
+                method=_METHOD + "DeleteHost",
+                request=req,
+                response_type=operation_pb2.Operation.FromString,
+                local=on_leader,
+            )
+
+        return await self._gw.handle(context, delete_host, request)
+
+
+_METHOD = "/zsd.v1.HostService/"
+
+
+def _etag(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InvalidArgument(
+            f"etag {text!r} is not one this API returned (a revision number)", field="host.etag"
+        )
+    return int(text)
+
+
+def _removal_done(host: str, request_id: str, *, now: float) -> operation_pb2.Operation:
+    """Removal is one commit (there are no VMs to drain yet), so its operation is
+    born done; its name is derived from the request_id, so a retry names the same one."""
+    uid = uuid.uuid5(uuid.NAMESPACE_URL, f"zsd:DeleteHost:{request_id}")
+    meta = operation_pb2.OperationMetadata(
+        verb="DeleteHost",
+        target=f"hosts/{host}",
+        state=operation_pb2.OperationMetadata.SUCCEEDED,
+        progress_percent=100,
+        status_message="removed from the cluster",
+        request_id=request_id,
+    )
+    meta.create_time.CopyFrom(convert.timestamp(now))
+    meta.end_time.CopyFrom(convert.timestamp(now))
+    op = operation_pb2.Operation(name=f"operations/{uid}", metadata=meta, done=True)
+    op.response.Pack(empty_pb2.Empty())
+    return op

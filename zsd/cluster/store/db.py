@@ -294,6 +294,25 @@ class ClusterDb:
             revision=revision, response=body, replayed=False, changes=changeset if changes else None
         )
 
+    def replay(self, request_id: str, *, fingerprint: bytes) -> CommitResult | None:
+        """The stored result of ``request_id`` (as :meth:`commit` would replay it), or
+        None if it was never committed. Lets a caller whose checks would now fail (the
+        resource it deleted is gone) answer a retry with the first result. The same id
+        with another fingerprint is a Conflict (REQUEST_ID_REUSED)."""
+        with self._transaction(write=False) as (cur, _):
+            stored = cur.execute(
+                "SELECT fingerprint, revision, response FROM requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        if stored is None:
+            return None
+        if bytes(stored[0]) != fingerprint:
+            raise Conflict(
+                f"request_id {request_id!r} was used for another request",
+                reason="REQUEST_ID_REUSED",
+                field="request_id",
+            )
+        return CommitResult(revision=stored[1], response=bytes(stored[2]), replayed=True, changes=None)
+
     def compact(self, *, keep: int) -> int:
         """Drops the change log except its newest ``keep`` revisions and forgets
         request ids older than the retention; returns the compacted revision

@@ -83,6 +83,10 @@ class StoreService:
                 self._publish(result.changes)
         return result
 
+    async def replay(self, request_id: str, *, fingerprint: bytes) -> CommitResult | None:
+        """:meth:`ClusterDb.replay <zsd.cluster.store.db.ClusterDb.replay>`."""
+        return await self._call(functools.partial(self._db.replay, request_id, fingerprint=fingerprint))
+
     async def compact(self, *, keep: int) -> int:
         return await self._call(functools.partial(self._db.compact, keep=keep))
 

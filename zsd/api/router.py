@@ -1,0 +1,154 @@
+"""Sending each call where it must run: mutations (and consistent reads) to the
+leader, whoever that is right now.
+
+On the leader the call runs here. On a follower it is forwarded, as the same
+gRPC method with the same request, over the peer channel; the leader's answer
+(or error) is returned as is, after this host's copy of the state has caught up
+with the revision the leader committed, so the caller reads its own write from
+whichever host it asks next. When the leader is unknown, unreachable or has just
+stepped down, the call waits for the next leader and is sent again until the
+call's deadline: safe because every mutation carries a request_id (servicers
+assign one when the client did not), which the store deduplicates across leader
+changes. A forwarded call is never forwarded again: a host that is no longer
+leader answers UNAVAILABLE NOT_LEADER and the forwarding host retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import grpc
+
+from zsd.api.status import from_rpc_error
+from zsd.cluster.peerclient import PeerTarget
+from zsd.errors import DeadlineExceeded, Unavailable
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "zsd-forwarded"
+REVISION = "zsd-revision"
+DEFAULT_DEADLINE = 30.0
+_CATCH_UP = 2.0
+
+
+class Message(Protocol):
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+Resp = TypeVar("Resp", bound=Message)
+Ctx = grpc.aio.ServicerContext[object, object]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderView:
+    """Who leads, as this host last saw it; replaced wholesale (read from any thread)."""
+
+    leading: bool
+    target: PeerTarget | None
+    epoch: int
+
+
+LOCAL_ONLY = LeaderView(leading=True, target=None, epoch=0)
+"""The embedded cluster of one: everything runs here."""
+
+
+class Router:
+    """Used on the API thread's event loop."""
+
+    def __init__(
+        self,
+        *,
+        leader: Callable[[], LeaderView],
+        channel: Callable[[PeerTarget], grpc.aio.Channel],
+        wait_revision: Callable[[int, float], Awaitable[None]],
+        retry_interval: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._leader = leader
+        self._channel = channel
+        self._wait_revision = wait_revision
+        self._retry = retry_interval
+        self._clock = clock
+
+    async def call(
+        self,
+        context: Ctx,
+        *,
+        method: str,
+        request: Message,
+        response_type: Callable[[bytes], Resp],
+        local: Callable[[], Awaitable[tuple[Resp, int]]],
+    ) -> Resp:
+        """``local`` runs the call here (on the leader) and returns (response, revision)."""
+        forwarded = any(k == FORWARDED for k, _ in (context.invocation_metadata() or ()))
+        remaining = context.time_remaining()
+        deadline = self._clock() + (remaining if remaining is not None else DEFAULT_DEADLINE)
+        attempt = 0
+        while True:
+            view = self._leader()
+            try:
+                if view.leading:
+                    response, revision = await local()
+                else:
+                    target = _forward_target(view, forwarded=forwarded)
+                    response, revision = await self._forward(
+                        target, method, request, response_type, deadline - self._clock()
+                    )
+                    if revision:
+                        await self._wait_revision(revision, min(_CATCH_UP, max(deadline - self._clock(), 0)))
+                context.set_trailing_metadata(((REVISION, str(revision)),))
+                return response
+            except Unavailable as e:
+                attempt += 1
+                if forwarded or self._clock() + self._retry >= deadline:
+                    if attempt > 1:
+                        raise DeadlineExceeded(
+                            f"no leader accepted the call before its deadline "
+                            f"({attempt} attempts; last: {e})",
+                            reason="NO_LEADER",
+                        ) from e
+                    raise
+                log.debug("%s: %s; retrying (attempt %d)", method, e, attempt)
+                await asyncio.sleep(self._retry)
+
+    async def _forward(
+        self,
+        target: PeerTarget,
+        method: str,
+        request: Message,
+        response_type: Callable[[bytes], Resp],
+        timeout: float,
+    ) -> tuple[Resp, int]:
+        if timeout <= 0:
+            raise Unavailable("the call's deadline passed before a leader answered", reason="NO_LEADER")
+        stub = self._channel(target).unary_unary(
+            method, request_serializer=_serialize, response_deserializer=response_type
+        )
+        call = stub(request, timeout=timeout, metadata=((FORWARDED, "1"),))
+        try:
+            response: Resp = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(f"the leader did not answer in time: {e.details()}") from e
+            raise from_rpc_error(code, e.details() or "", e.trailing_metadata() or ()) from e
+        revision = next((int(v) for k, v in trailing or () if k == REVISION and str(v).isdigit()), 0)
+        return response, revision
+
+
+def _forward_target(view: LeaderView, *, forwarded: bool) -> PeerTarget:
+    if forwarded:
+        raise Unavailable("this host is not the leader (any more)", reason="NOT_LEADER")
+    if view.target is None:
+        raise Unavailable("no leader is known yet", reason="NO_LEADER")
+    return view.target
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
