@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -153,7 +153,7 @@ class Replica:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def changes(self, from_revision: int) -> AsyncIterator[ChangeSet]:
+    async def changes(self, from_revision: int) -> AsyncGenerator[ChangeSet, None]:
         """Whole change sets after ``from_revision``, then live ones; never ends on its
         own. FailedPrecondition REVISION_COMPACTED when this host no longer holds
         changes that old (list again, then watch from the list's revision)."""

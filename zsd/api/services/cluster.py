@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -99,20 +100,21 @@ async def _host_revisions(control: ClusterControl, from_revision: int) -> AsyncG
             revision=position,
             changes=tuple(_HostChange(name=v.entry.name, view=v) for v in control.host_views()),
         )
-    async for changeset in control.replica.changes(position):
-        touched: dict[str, bool] = {}
-        for change in changeset.changes:
-            if change.kind == KIND_HOST:
-                touched[change.name] = True
-            elif change.kind == KIND_HOST_STATUS:
-                touched.setdefault(change.name, True)
-        if not touched:
-            continue
-        views = {v.entry.name: v for v in control.host_views()}
-        yield _Revision(
-            revision=changeset.revision,
-            changes=tuple(_HostChange(name=name, view=views.get(name)) for name in sorted(touched)),
-        )
+    async with contextlib.aclosing(control.replica.changes(position)) as changesets:
+        async for changeset in changesets:
+            touched: dict[str, bool] = {}
+            for change in changeset.changes:
+                if change.kind == KIND_HOST:
+                    touched[change.name] = True
+                elif change.kind == KIND_HOST_STATUS:
+                    touched.setdefault(change.name, True)
+            if not touched:
+                continue
+            views = {v.entry.name: v for v in control.host_views()}
+            yield _Revision(
+                revision=changeset.revision,
+                changes=tuple(_HostChange(name=name, view=views.get(name)) for name in sorted(touched)),
+            )
 
 
 def _with_members(record: ClusterRecord, views: tuple[HostView, ...], me: str) -> ClusterRecord:
