@@ -127,3 +127,67 @@ def test_init_refuses_a_non_empty_directory(tmp_path: Path, sanlock: SanlockDaem
     assert out.returncode == 1
     assert "not empty (precious.qcow2)" in out.stderr and "zsd will not delete it" in out.stderr
     assert (shared / "precious.qcow2").read_bytes() == b"user data"
+
+
+def test_member_state_labels_watch_and_consistent_reads(tmp_path: Path, sanlock: SanlockDaemon) -> None:
+    """One member, real sanlock: label writes commit through the leader's store, the
+    Watch stream carries them, consistent reads agree, bad input names its field."""
+    import grpc
+    from google.protobuf import field_mask_pb2
+
+    from tests.integration.clusterload import label_write
+    from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc
+
+    root, shared = tmp_path / "root", tmp_path / "shared"
+    shared.mkdir()
+    assert init(root, shared, sanlock.client_env).returncode == 0
+    zsd = start_zsd(root, *HOST, env=sanlock.client_env)
+    try:
+        zsd.wait_for("READY=1", timeout=60)
+        leader(zsd.endpoint)
+        with grpc.insecure_channel(zsd.endpoint) as channel:
+            hosts = host_pb2_grpc.HostServiceStub(channel)
+            cluster = cluster_pb2_grpc.ClusterServiceStub(channel)
+            start = cluster.GetCluster(cluster_pb2.GetClusterRequest(name="cluster")).revision
+            watch = cluster.Watch(cluster_pb2.WatchRequest(from_revision=start), timeout=30)
+            updated = label_write(
+                zsd.endpoint, host="m1", key="rack", value="r7", request_id="req-1", timeout=20
+            )
+            assert dict(updated.labels) == {"rack": "r7"}
+            again = label_write(
+                zsd.endpoint, host="m1", key="rack", value="r7", request_id="req-1", timeout=20
+            )
+            assert again.etag == updated.etag  # the retry replayed, no new revision
+
+            seen = None
+            for response in watch:
+                for change in response.changes:
+                    if change.name == "hosts/m1" and dict(change.host.labels).get("rack") == "r7":
+                        seen = response.revision
+                if seen is not None:
+                    break
+            watch.cancel()
+            assert seen == int(updated.etag)
+
+            fresh = hosts.GetHost(host_pb2.GetHostRequest(name="hosts/m1", consistent=True))
+            assert dict(fresh.labels) == {"rack": "r7"} and fresh.etag == updated.etag
+            listed = hosts.ListHosts(host_pb2.ListHostsRequest())
+            assert [h.name for h in listed.hosts] == ["hosts/m1"] and listed.revision >= seen
+            assert listed.hosts[0].gossip_state == host_pb2.MEMBER_ALIVE
+
+            with pytest.raises(grpc.RpcError) as bad:
+                hosts.UpdateHost(
+                    host_pb2.UpdateHostRequest(
+                        host=host_pb2.Host(name="hosts/m1", labels={"Bad Key": "x"}),
+                        update_mask=field_mask_pb2.FieldMask(paths=["labels.Bad Key"]),
+                    )
+                )
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "host.labels.Bad Key" in (bad.value.details() or "")
+
+            with pytest.raises(grpc.RpcError) as last:
+                hosts.DeleteHost(host_pb2.DeleteHostRequest(name="hosts/m1"))
+            assert last.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        assert zsd.stop() == 0
+    assert verify(shared / "cluster.db") == ()

@@ -156,6 +156,12 @@ async def delete_host(store: StoreService, *, host: str, force: bool, request_id
             return Committed(revision=replay.revision, replayed=True)
     record = await _host_record(store, host, field="name")
     entry = HostEntry.decode(record.data)
+    if len(await store.list(KIND_HOST)) == 1:
+        raise FailedPrecondition(
+            f"hosts/{host} is the cluster's last member; a cluster cannot remove its last host",
+            reason="LAST_MEMBER",
+            field="name",
+        )
     if not force:
         running = [r.name for r in await store.list(KIND_VM) if _vm_host(r) == host]
         if running:

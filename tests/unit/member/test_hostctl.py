@@ -164,3 +164,11 @@ async def test_reports_only_from_members_and_only_when_changed(store: StoreServi
     assert store.revision == first.revision + 1
     with pytest.raises(NotFound):
         await hostctl.report_status(store, host="stranger", status=b"x")
+
+
+async def test_the_last_member_cannot_be_removed(store: StoreService) -> None:
+    await hostctl.delete_host(store, host="h2", force=False, request_id=None)
+    with pytest.raises(FailedPrecondition) as e:
+        await hostctl.delete_host(store, host="h1", force=False, request_id=None)
+    assert e.value.reason == "LAST_MEMBER"
+    assert await store.get(KIND_HOST, "h1") is not None
