@@ -136,7 +136,12 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             server,
         )
         operation_pb2_grpc.add_OperationServiceServicer_to_server(
-            OperationService(gateway=gateway, operations=core.operations), server
+            OperationService(
+                gateway=gateway,
+                operations=core.operations,
+                control=member.control if member is not None else None,
+            ),
+            server,
         )
         return [
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
@@ -264,7 +269,7 @@ async def _start_member(
         return peerclient.watch_feed(target, tls, from_revision=revision, snapshot=snapshot)
 
     replica = Replica(leadership=leadership, resolve=resolve, open_feed=open_feed)
-    control = ClusterControl(leadership=leadership, replica=replica)
+    control = ClusterControl(leadership=leadership, replica=replica, host_name=config.host_name)
     cluster = core.cluster
     cache = HostMessageCache()
 

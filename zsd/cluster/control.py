@@ -10,16 +10,18 @@ itself, and it has nothing to mutate.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Mapping
+import json
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
 
 from zsd.cluster import hostctl
+from zsd.cluster.clusterops import KIND_OPERATION, ClusterOp, ClusterOps
 from zsd.cluster.lease.authority import HostStatus
 from zsd.cluster.records import KIND_HOST, KIND_HOST_STATUS, HostEntry
 from zsd.cluster.replica import LeadershipSource, Replica
-from zsd.cluster.store import ChangeSet, ResyncRequired, Snapshot, StoreService
+from zsd.cluster.store import ChangeSet, Mutation, ResyncRequired, Snapshot, StoreService
 from zsd.errors import FailedPrecondition, NotFound, Unavailable
 
 GossipStates = Callable[[], Mapping[str, str]]
@@ -45,6 +47,7 @@ class ClusterControl:
         replica: Replica,
         gossip: GossipStates | None = None,
         leases: LeaseStates | None = None,
+        host_name: str = "",
     ) -> None:
         self._leadership = leadership
         self.replica = replica
@@ -52,6 +55,7 @@ class ClusterControl:
         self._leases = leases
         # Serializes label read-modify-writes on the leader (see hostctl).
         self._host_lock = trio.Lock()
+        self.ops = ClusterOps(jobs={"DeleteHost": _remove_host}, leader=host_name)
 
     # -- reads (this host's copy) ------------------------------------------------
 
@@ -144,9 +148,40 @@ class ClusterControl:
         )
         return committed.revision
 
-    async def delete_host(self, *, host: str, force: bool, request_id: str | None) -> int:
-        committed = await hostctl.delete_host(self.store(), host=host, force=force, request_id=request_id)
-        return committed.revision
+    async def delete_host(self, *, host: str, force: bool, request_id: str) -> tuple[ClusterOp, int]:
+        """Starts the removal of ``host`` as a cluster operation (checked first, so a
+        refusal is the call's error rather than a failed operation)."""
+        store = self.store()
+        fp = hostctl.fingerprint("DeleteHost", host, force)
+        replay = await store.replay(request_id, fingerprint=fp)
+        if replay is None:
+            await hostctl.check_removal(store, host=host, force=force)
+        return await self.ops.start(
+            verb="DeleteHost",
+            target=f"hosts/{host}",
+            request_id=request_id,
+            params={"host": host, "force": force},
+            fingerprint=fp,
+        )
+
+    def operation(self, uid: str) -> ClusterOp | None:
+        record = self.replica.cache.get(KIND_OPERATION, uid)
+        return ClusterOp.decode(record.data) if record is not None else None
+
+    def operations(self) -> tuple[ClusterOp, ...]:
+        return tuple(ClusterOp.decode(r.data) for r in self.replica.cache.list(KIND_OPERATION))
+
+    async def run_terms(self) -> None:
+        """Runs the cluster operations of each term this host leads."""
+        while True:
+            state = self._leadership.state
+            if state.leading and state.store is not None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.ops.run_term, state.store)
+                    await self._leadership.wait_changed()
+                    nursery.cancel_scope.cancel()
+            else:
+                await self._leadership.wait_changed()
 
     async def report_status(self, *, host: str, status: bytes) -> int:
         committed = await hostctl.report_status(self.store(), host=host, status=status)
@@ -157,3 +192,9 @@ class ClusterControl:
         if record is None:
             raise FailedPrecondition(f"hosts/{name} is not a member of this cluster", field="name")
         return HostEntry.decode(record.data)
+
+
+async def _remove_host(store: StoreService, op: ClusterOp) -> Sequence[Mutation]:
+    params = json.loads(op.params)
+    # Draining VMs off the host comes with compute; with force they are left to HA.
+    return await hostctl.removal(store, host=str(params["host"]), force=bool(params["force"]))

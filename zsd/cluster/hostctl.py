@@ -146,16 +146,11 @@ async def _update_labels(
     )
 
 
-async def delete_host(store: StoreService, *, host: str, force: bool, request_id: str | None) -> Committed:
-    """Removes the host's entry, its host id and its status in one revision. Refuses
-    while VMs are placed on it, unless ``force``."""
-    if request_id:
-        # A retry of a removal that went through must not fail with NOT_FOUND.
-        replay = await store.replay(request_id, fingerprint=fingerprint("DeleteHost", host, force))
-        if replay is not None:
-            return Committed(revision=replay.revision, replayed=True)
+async def check_removal(store: StoreService, *, host: str, force: bool) -> HostEntry:
+    """Why ``host`` cannot be removed now, if it cannot: not a member, the last one,
+    or VMs still placed on it (unless ``force``). Checked when the removal is asked
+    for and again when it takes effect."""
     record = await _host_record(store, host, field="name")
-    entry = HostEntry.decode(record.data)
     if len(await store.list(KIND_HOST)) == 1:
         raise FailedPrecondition(
             f"hosts/{host} is the cluster's last member; a cluster cannot remove its last host",
@@ -171,15 +166,20 @@ async def delete_host(store: StoreService, *, host: str, force: bool, request_id
                 reason="HOST_NOT_EMPTY",
                 field="force",
             )
-    mutations: list[Delete] = [Delete(kind=KIND_HOST, name=host, expected_revision=record.revision)]
+    return HostEntry.decode(record.data)
+
+
+async def removal(store: StoreService, *, host: str, force: bool) -> list[Delete]:
+    """The mutations that remove ``host``: its entry, its host id and its status,
+    in one revision (after the checks of :func:`check_removal`)."""
+    entry = await check_removal(store, host=host, force=force)
+    record = await _host_record(store, host, field="name")
+    mutations = [Delete(kind=KIND_HOST, name=host, expected_revision=record.revision)]
     if await store.get(KIND_HOST_ID, str(entry.host_id)) is not None:
         mutations.append(Delete(kind=KIND_HOST_ID, name=str(entry.host_id)))
     if await store.get(KIND_HOST_STATUS, host) is not None:
         mutations.append(Delete(kind=KIND_HOST_STATUS, name=host))
-    result = await store.commit(
-        mutations, request_id=request_id, fingerprint=fingerprint("DeleteHost", host, force)
-    )
-    return Committed(revision=result.revision, replayed=result.replayed)
+    return mutations
 
 
 async def report_status(store: StoreService, *, host: str, status: bytes) -> Committed:

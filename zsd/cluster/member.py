@@ -90,6 +90,7 @@ class MemberRuntime:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.control.replica.run)
+            nursery.start_soon(self.control.run_terms)
             nursery.start_soon(self._track_leader)
             nursery.start_soon(self._report)
             nursery.start_soon(self._watch_removal)

@@ -153,6 +153,10 @@ class Replica:
         self._changed.set()
         self._changed = trio.Event()
 
+    async def wait_changed(self) -> None:
+        """Returns after the copy next changes."""
+        await self._changed.wait()
+
     async def changes(self, from_revision: int) -> AsyncGenerator[ChangeSet, None]:
         """Whole change sets after ``from_revision``, then live ones; never ends on its
         own. FailedPrecondition REVISION_COMPACTED when this host no longer holds

@@ -133,25 +133,23 @@ async def test_update_of_unknown_host(store: StoreService) -> None:
     assert e.value.field == "host.name"
 
 
-async def test_delete_removes_entry_id_and_status_once(store: StoreService) -> None:
+async def test_removal_deletes_entry_id_and_status_in_one_revision(store: StoreService) -> None:
     await hostctl.report_status(store, host="h2", status=b"status")
-    done = await hostctl.delete_host(store, host="h2", force=False, request_id="d1")
-    assert not done.replayed
+    mutations = await hostctl.removal(store, host="h2", force=False)
+    result = await store.commit(mutations)
+    assert result.changes is not None and len(result.changes.changes) == 3
     for kind, name in ((KIND_HOST, "h2"), (KIND_HOST_ID, "2"), (KIND_HOST_STATUS, "h2")):
         assert await store.get(kind, name) is None
-    retry = await hostctl.delete_host(store, host="h2", force=False, request_id="d1")
-    assert retry.replayed and retry.revision == done.revision
     with pytest.raises(NotFound):
-        await hostctl.delete_host(store, host="h2", force=False, request_id="d2")
+        await hostctl.check_removal(store, host="h2", force=False)
 
 
-async def test_delete_refuses_a_host_with_vms_unless_forced(store: StoreService) -> None:
+async def test_removal_refuses_a_host_with_vms_unless_forced(store: StoreService) -> None:
     await store.commit([Create(kind=hostctl.KIND_VM, name="vm1", data=json.dumps({"host": "h2"}).encode())])
     with pytest.raises(FailedPrecondition) as e:
-        await hostctl.delete_host(store, host="h2", force=False, request_id=None)
+        await hostctl.check_removal(store, host="h2", force=False)
     assert e.value.reason == "HOST_NOT_EMPTY" and "vm1" in e.value.message
-    assert await store.get(KIND_HOST, "h2") is not None  # nothing half-done
-    await hostctl.delete_host(store, host="h2", force=True, request_id=None)
+    await store.commit(await hostctl.removal(store, host="h2", force=True))
     assert await store.get(KIND_HOST, "h2") is None
     assert await store.get(hostctl.KIND_VM, "vm1") is not None  # VMs are HA's, never deleted here
 
@@ -167,8 +165,7 @@ async def test_reports_only_from_members_and_only_when_changed(store: StoreServi
 
 
 async def test_the_last_member_cannot_be_removed(store: StoreService) -> None:
-    await hostctl.delete_host(store, host="h2", force=False, request_id=None)
+    await store.commit(await hostctl.removal(store, host="h2", force=False))
     with pytest.raises(FailedPrecondition) as e:
-        await hostctl.delete_host(store, host="h1", force=False, request_id=None)
+        await hostctl.check_removal(store, host="h1", force=False)
     assert e.value.reason == "LAST_MEMBER"
-    assert await store.get(KIND_HOST, "h1") is not None

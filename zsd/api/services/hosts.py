@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
-from google.protobuf import empty_pb2
 
 from zsd.api import convert, hostviews, masks, names, paging
 from zsd.api.gateway import Gateway
@@ -241,11 +240,11 @@ class HostService(host_pb2_grpc.HostServiceServicer):
                 req.request_id = str(uuid.uuid4())
 
             async def on_leader() -> tuple[operation_pb2.Operation, int]:
-                revision = await self._gw.trio(
+                op, revision = await self._gw.trio(
                     context,
                     lambda: control.delete_host(host=host, force=req.force, request_id=req.request_id),
                 )
-                return _removal_done(host, req.request_id, now=self._clock()), revision
+                return convert.operation(op.view(seq=0), now=self._clock()), revision
 
             return await router.call(
                 context,
@@ -269,22 +268,3 @@ def _etag(text: str) -> int | None:
             f"etag {text!r} is not one this API returned (a revision number)", field="host.etag"
         )
     return int(text)
-
-
-def _removal_done(host: str, request_id: str, *, now: float) -> operation_pb2.Operation:
-    """Removal is one commit (there are no VMs to drain yet), so its operation is
-    born done; its name is derived from the request_id, so a retry names the same one."""
-    uid = uuid.uuid5(uuid.NAMESPACE_URL, f"zsd:DeleteHost:{request_id}")
-    meta = operation_pb2.OperationMetadata(
-        verb="DeleteHost",
-        target=f"hosts/{host}",
-        state=operation_pb2.OperationMetadata.SUCCEEDED,
-        progress_percent=100,
-        status_message="removed from the cluster",
-        request_id=request_id,
-    )
-    meta.create_time.CopyFrom(convert.timestamp(now))
-    meta.end_time.CopyFrom(convert.timestamp(now))
-    op = operation_pb2.Operation(name=f"operations/{uid}", metadata=meta, done=True)
-    op.response.Pack(empty_pb2.Empty())
-    return op

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import grpc
+import trio
 
 from zsd.api import convert, names, paging
 from zsd.api.gateway import Gateway
-from zsd.cluster.operations import OperationRegistry, OperationView
-from zsd.errors import InvalidArgument
+from zsd.cluster.control import ClusterControl
+from zsd.cluster.operations import OperationRegistry, OperationView, OpState
+from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
 from zsd.v1 import operation_pb2, operation_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
@@ -17,6 +20,12 @@ Ctx = grpc.aio.ServicerContext[object, object]
 # the operation's state instead of DEADLINE_EXCEEDED.
 _WAIT_MARGIN = 0.2
 _MAX_SEQ = 10**15
+_MAX_TIME_US = 10**19  # microseconds, beyond the year 300000
+
+
+def _order(view: OperationView) -> str:
+    """Newest first (creation time, then the registry's sequence, then the name)."""
+    return f"{_MAX_TIME_US - int(view.create_time * 1e6):020d}{_MAX_SEQ - view.seq:016d}{view.name}"
 
 
 def _encode(view: OperationView) -> operation_pb2.Operation:
@@ -24,9 +33,42 @@ def _encode(view: OperationView) -> operation_pb2.Operation:
 
 
 class OperationService(operation_pb2_grpc.OperationServiceServicer):
-    def __init__(self, *, gateway: Gateway, operations: OperationRegistry) -> None:
+    """Operations of this host (in memory) and, on a cluster member, the cluster's
+    operations (run by the leader, kept in the cluster state)."""
+
+    def __init__(
+        self, *, gateway: Gateway, operations: OperationRegistry, control: ClusterControl | None = None
+    ) -> None:
         self._gw = gateway
         self._ops = operations
+        self._control = control
+
+    def _find(self, name: str) -> OperationView:
+        """On the trio thread: this host's operation, else the cluster's."""
+        try:
+            return self._ops.get(name)
+        except NotFound:
+            op = self._control.operation(name.removeprefix("operations/")) if self._control else None
+            if op is None:
+                raise
+            return op.view(seq=0)
+
+    def _is_local(self, name: str) -> bool:
+        try:
+            self._ops.get(name)
+        except NotFound:
+            return False
+        return True
+
+    def _all(self, state: OpState | None, target: str | None) -> list[OperationView]:
+        views = self._ops.list(state=state, target=target)
+        if self._control is not None:
+            views += [
+                v
+                for v in (op.view(seq=0) for op in self._control.operations())
+                if (state is None or v.state is state) and (not target or v.target == target)
+            ]
+        return views
 
     async def GetOperation(
         self, request: operation_pb2.GetOperationRequest, context: Ctx
@@ -34,7 +76,7 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
         async def get(req: operation_pb2.GetOperationRequest) -> operation_pb2.Operation:
             name = names.operation(req.name)
 
-            return _encode(await self._gw.trio_sync(lambda: self._ops.get(name)))
+            return _encode(await self._gw.trio_sync(lambda: self._find(name)))
 
         return await self._gw.handle(context, get, request)
 
@@ -46,11 +88,12 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
                 raise InvalidArgument(f"state {req.state} is not a known operation state", field="state")
             state = convert.OP_STATE_FROM_PROTO.get(req.state)
 
-            views = await self._gw.trio_sync(lambda: self._ops.list(state=state, target=req.target or None))
+            views = await self._gw.trio_sync(lambda: self._all(state, req.target or None))
             # Newest first; the key sorts the same way, so tokens survive inserts.
+            views.sort(key=_order)
             page = paging.paginate(
                 views,
-                key=lambda v: f"{_MAX_SEQ - v.seq:016d}",
+                key=_order,
                 page_size=req.page_size,
                 page_token=req.page_token,
                 query=f"{req.state}|{req.target}",
@@ -78,7 +121,16 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
             timeout = min(limits) if limits else None
 
             async def core() -> OperationView:
-                return await self._ops.wait(name, timeout)
+                if self._is_local(name):
+                    return await self._ops.wait(name, timeout)
+                view = self._find(name)
+                # A cluster operation: its record changes in this host's state copy.
+                assert self._control is not None
+                with trio.move_on_after(timeout if timeout is not None else math.inf):
+                    while not view.done:
+                        await self._control.replica.wait_changed()
+                        view = self._find(name)
+                return view
 
             return _encode(await self._gw.trio(context, core))
 
@@ -90,6 +142,22 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
         async def cancel(req: operation_pb2.CancelOperationRequest) -> operation_pb2.Operation:
             name = names.operation(req.name)
 
-            return _encode(await self._gw.trio_sync(lambda: self._ops.cancel(name)))
+            def cancel_op() -> OperationView:
+                if self._is_local(name):
+                    return self._ops.cancel(name)
+                view = self._find(name)
+                if view.done:
+                    raise FailedPrecondition(
+                        f"{name} already ended ({view.state.value}); nothing to cancel",
+                        reason="OPERATION_DONE",
+                        field="name",
+                    )
+                raise FailedPrecondition(
+                    f"{name} is a cluster operation run by the leader; it cannot be cancelled",
+                    reason="NOT_CANCELLABLE",
+                    field="name",
+                )
+
+            return _encode(await self._gw.trio_sync(cancel_op))
 
         return await self._gw.handle(context, cancel, request)
