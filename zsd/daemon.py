@@ -23,6 +23,7 @@ import grpc
 import trio
 
 import zsd
+from zsd.api import peerauth
 from zsd.api.gateway import Gateway
 from zsd.api.router import Router
 from zsd.api.server import ApiServer, Registrar
@@ -47,6 +48,7 @@ from zsd.cluster.local import LocalCluster
 from zsd.cluster.member import MemberRuntime, MemberSettings
 from zsd.cluster.operations import OperationRegistry
 from zsd.cluster.peerclient import ChannelPool, PeerTarget, PeerTls
+from zsd.cluster.pki import CertKind
 from zsd.cluster.records import KIND_HOST
 from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, Snapshot
@@ -288,23 +290,20 @@ async def _start_member(
 
 
 def _peer_authorizer(control: ClusterControl) -> Authorize:
-    """Peers are named by their certificate (verified against the cluster CA by the
-    TLS layer); a host caller must also be a member in the state copy."""
+    """The caller's certificate must be of an allowed kind (see peerauth); a host
+    caller must also still be a member in the state copy (a removed host keeps a
+    valid certificate, not its membership)."""
 
     def authorize(context: grpc.aio.ServicerContext[object, object], kinds: tuple[str, ...]) -> str:
-        auth = context.auth_context()
-        names = [v.decode() for v in auth.get("x509_common_name", [])]
-        if not names:
+        allowed = [k for k in (CertKind.HOST, CertKind.JOIN) if k.value in kinds]
+        identity = peerauth.require(context, *allowed)
+        if identity.kind is CertKind.HOST and control.replica.cache.get(KIND_HOST, identity.name) is None:
             raise PermissionDenied(
-                "peer calls need a client certificate of the cluster", reason="PEER_NOT_ALLOWED"
+                f"hosts/{identity.name} is not a member of this cluster",
+                reason=peerauth.NOT_ALLOWED,
+                field="certificate",
             )
-        name = names[0]
-        if name.startswith("join:"):
-            if "join" in kinds:
-                return name.removeprefix("join:")
-        elif "host" in kinds and control.replica.cache.get(KIND_HOST, name) is not None:
-            return name
-        raise PermissionDenied(f"{name!r} may not make this call", reason="PEER_NOT_ALLOWED")
+        return identity.name
 
     return authorize
 

@@ -10,6 +10,7 @@ Each piece is a small trio task; :class:`MemberRuntime` holds what the API reads
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,16 @@ import trio
 
 from zsd.api.router import LeaderView
 from zsd.api.status import from_rpc_error
-from zsd.cluster import peerclient
+from zsd.cluster import peerclient, pki
+from zsd.cluster.admission import JoinApplication, admit
+from zsd.cluster.bootstrap import SharedLayout, load_cluster_info
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.leaderhint import LeaderHint, read_hint, write_hint
 from zsd.cluster.leadership import LeadershipState
 from zsd.cluster.peerclient import PeerTarget, PeerTls
 from zsd.cluster.records import KIND_HOST, HostEntry
 from zsd.cluster.replica import LeadershipSource
-from zsd.errors import Unsupported, ZsdError
+from zsd.errors import Unavailable, ZsdError
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
 from zsd.v1 import host_pb2
 
@@ -63,7 +66,39 @@ class MemberRuntime:
         self._leader_view = LeaderView(leading=False, target=None, epoch=0)
 
     async def admit(self, request: peer_pb2.JoinRequest) -> tuple[peer_pb2.JoinResponse, int]:
-        raise Unsupported("joining is being built", reason="NOT_YET")
+        """PeerService.Join on the leader: the CA comes from shared storage (every
+        possible leader can sign), the decision from the cluster state."""
+        store = self.control.store()
+        layout = SharedLayout(root=self._settings.shared_dir)
+
+        def load() -> tuple[pki.KeyPair, str]:
+            ca = pki.KeyPair(cert_pem=layout.ca_cert.read_bytes(), key_pem=layout.ca_key.read_bytes())
+            return ca, load_cluster_info(layout).uid
+
+        try:
+            ca, cluster_uid = await trio.to_thread.run_sync(load)
+        except OSError as e:
+            raise Unavailable(f"cannot read the cluster CA on shared storage: {e}", reason="NO_CA") from e
+        admission = await admit(
+            store,
+            ca=ca,
+            cluster_uid=cluster_uid,
+            request=JoinApplication(
+                token=request.token,
+                host_name=request.host_name,
+                address=request.address,
+                csr_pem=request.csr_pem,
+                host_uid=request.host_uid,
+            ),
+            now=time.time(),
+        )
+        response = peer_pb2.JoinResponse(
+            host_id=admission.host_id,
+            cert_pem=admission.cert_pem,
+            ca_pem=admission.ca_pem,
+            cluster_uid=admission.cluster_uid,
+        )
+        return response, admission.revision
 
     def leader_view(self) -> LeaderView:
         """Read from the API thread (an immutable value)."""
