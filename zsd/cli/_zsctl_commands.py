@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO, TypeVar
 
 import grpc
+from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from zsd.v1 import (
@@ -29,17 +30,19 @@ from zsd.v1 import (
     operation_pb2_grpc,
 )
 
-from ._zsctl_errors import decode_status
+from ._zsctl_errors import decode_rpc_error, decode_status
 from ._zsctl_output import (
     HOST_COLUMNS,
     OPERATION_COLUMNS,
     Clock,
+    change_lines,
     host_rows,
     operation_rows,
     operation_state,
     progress_label,
     render_data,
     render_show,
+    render_stream_item,
     render_table,
     to_data,
 )
@@ -55,26 +58,41 @@ class CommandError(Exception):
 
 
 class Interrupted(CommandError):
-    """Ctrl-C while waiting; the message says how to resume (exit 130)."""
+    """Ctrl-C while waiting or watching; the message says how to resume (exit 130)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Api:
-    """The stubs a command talks to, and the deadline of each unary call."""
+    """The stubs a command talks to, and the deadlines of its calls.
+
+    ``timeout`` bounds each unary call. ``stream_timeout`` bounds a streaming call as a
+    whole (a watch), so it is only what the user asked for: ``None`` runs until the
+    stream ends or the user stops it.
+    """
 
     hosts: host_pb2_grpc.HostServiceStub
     cluster: cluster_pb2_grpc.ClusterServiceStub
     operations: operation_pb2_grpc.OperationServiceStub
     timeout: float
+    stream_timeout: float | None = None
 
     @classmethod
-    def over(cls, channel: grpc.Channel, *, timeout: float) -> Api:
+    def over(cls, channel: grpc.Channel, *, timeout: float, stream_timeout: float | None) -> Api:
         return cls(
             hosts=host_pb2_grpc.HostServiceStub(channel),
             cluster=cluster_pb2_grpc.ClusterServiceStub(channel),
             operations=operation_pb2_grpc.OperationServiceStub(channel),
             timeout=timeout,
+            stream_timeout=stream_timeout,
         )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LabelChange:
+    """``key=value`` (set ``key``) or ``key-`` (``value`` None: remove it)."""
+
+    key: str
+    value: str | None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -99,6 +117,17 @@ class Console:
             self.out.write(render_table(headers, rows))
         else:
             self.out.write(render_data([to_data(m) for m in messages], self.fmt))
+
+    def follow(self, message: Message, lines: Sequence[str]) -> None:
+        """One item of a stream, flushed at once: ``lines`` in table mode, else one document."""
+        if self.fmt == "table":
+            self.out.write("".join(line + "\n" for line in lines))
+        else:
+            self.out.write(render_stream_item(to_data(message), self.fmt))
+        self.out.flush()
+
+    def line(self, text: str) -> None:
+        self.out.write(text + "\n")
 
     def error(self, line: str) -> None:
         self.err.write(line + "\n")
@@ -138,7 +167,9 @@ def collect_pages(fetch: Callable[[str], tuple[Sequence[T], str]]) -> list[T]:
 
 def cmd_host_list(args: argparse.Namespace, api: Api, console: Console) -> int:
     def fetch(token: str) -> tuple[Sequence[host_pb2.Host], str]:
-        request = host_pb2.ListHostsRequest(page_size=args.page_size, page_token=token)
+        request = host_pb2.ListHostsRequest(
+            page_size=args.page_size, page_token=token, consistent=args.consistent
+        )
         response = api.hosts.ListHosts(request, timeout=api.timeout)
         return response.hosts, response.next_page_token
 
@@ -148,7 +179,7 @@ def cmd_host_list(args: argparse.Namespace, api: Api, console: Console) -> int:
 
 
 def cmd_host_show(args: argparse.Namespace, api: Api, console: Console) -> int:
-    request = host_pb2.GetHostRequest(name=resource_name("hosts", args.name))
+    request = host_pb2.GetHostRequest(name=resource_name("hosts", args.name), consistent=args.consistent)
     console.one(api.hosts.GetHost(request, timeout=api.timeout))
     return 0
 
@@ -176,8 +207,80 @@ def cmd_host_refresh(args: argparse.Namespace, api: Api, console: Console) -> in
     return 0
 
 
+def cmd_host_label(args: argparse.Namespace, api: Api, console: Console) -> int:
+    changes: Sequence[LabelChange] = args.changes
+    # One "labels.{key}" path per key: keys nobody named stay as they are, so concurrent
+    # label writers of other keys neither conflict nor undo each other.
+    host = host_pb2.Host(
+        name=resource_name("hosts", args.name),
+        labels={c.key: c.value for c in changes if c.value is not None},
+        etag=args.etag or "",
+    )
+    request = host_pb2.UpdateHostRequest(
+        host=host,
+        update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{c.key}" for c in changes]),
+        request_id=args.request_id or str(uuid.uuid4()),
+    )
+    console.one(api.hosts.UpdateHost(request, timeout=api.timeout))
+    return 0
+
+
+def cmd_host_remove(args: argparse.Namespace, api: Api, console: Console) -> int:
+    request = host_pb2.DeleteHostRequest(
+        name=resource_name("hosts", args.name),
+        force=args.force,
+        request_id=args.request_id or str(uuid.uuid4()),
+    )
+    operation = api.hosts.DeleteHost(request, timeout=api.timeout)
+    if args.no_wait:
+        console.one(operation)
+        return 0
+    operation = await_operation(api, console, operation, limit=args.timeout_op)
+    if operation.HasField("error"):
+        console.error(decode_status(operation.error).line())
+        return 1
+    if console.fmt == "table":
+        console.line(f"removed {operation.metadata.target or request.name}")
+    else:
+        # The response is empty; the finished operation says what was removed, and when.
+        console.one(operation)
+    return 0
+
+
 def cmd_cluster_show(args: argparse.Namespace, api: Api, console: Console) -> int:
     console.one(api.cluster.GetCluster(cluster_pb2.GetClusterRequest(name="cluster"), timeout=api.timeout))
+    return 0
+
+
+def cmd_cluster_watch(args: argparse.Namespace, api: Api, console: Console) -> int:
+    collections: list[str] = args.collections or []
+    request = cluster_pb2.WatchRequest(collections=collections, from_revision=args.from_revision)
+    last = args.from_revision
+
+    def resume() -> str:
+        since = f" --from-revision {last}" if last else ""
+        flags = "".join(f" --collection {c}" for c in collections)
+        return f"resume with: zsctl cluster watch{since}{flags}"
+
+    stream = api.cluster.Watch(request, timeout=api.stream_timeout)
+    try:
+        for response in stream:
+            console.follow(response, change_lines(response))
+            # Only after printing: an interruption in between repeats a revision, never skips one.
+            last = response.revision
+    except grpc.RpcError as e:
+        decoded, from_server = decode_rpc_error(e)
+        if decoded.code != "DEADLINE_EXCEEDED" or from_server or api.stream_timeout is None:
+            raise
+        # The user's --timeout said how long to watch: reaching it is the end asked for.
+        console.error(f"watched for {api.stream_timeout:g}s (--timeout); {resume()}")
+        return 0
+    except KeyboardInterrupt:
+        raise Interrupted(resume()) from None
+    finally:
+        stream.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+    # The serving host lost its feed (e.g. the leader changed); a new watch picks up.
+    console.error(f"the server ended the watch; {resume()}")
     return 0
 
 
@@ -223,6 +326,8 @@ def await_operation(
     api: Api, console: Console, operation: operation_pb2.Operation, *, limit: float | None
 ) -> operation_pb2.Operation:
     """Wait with progress on stderr; a timeout becomes a ``CommandError`` saying how to resume."""
+    if operation.done:
+        return operation  # nothing to wait for, and no progress to show
     reporter = console.progress()
     try:
         return wait_operation(

@@ -38,7 +38,18 @@ from zsd.v1 import cluster_pb2, host_pb2, operation_pb2
 from ._zsctl_errors import decode_status
 
 FORMATS = ("table", "json", "yaml")
-HOST_COLUMNS = ("NAME", "STATE", "HYPERVISOR", "CPUS", "MEMORY", "ADDRESS", "VERSION")
+HOST_COLUMNS = (
+    "NAME",
+    "STATE",
+    "GOSSIP",
+    "LEASE",
+    "HYPERVISOR",
+    "CPUS",
+    "MEMORY",
+    "ADDRESS",
+    "VERSION",
+    "LABELS",
+)
 OPERATION_COLUMNS = ("NAME", "VERB", "TARGET", "STATE", "PROGRESS", "AGE")
 EMPTY = "-"
 INDENT = "  "
@@ -168,6 +179,16 @@ def render_data(data: object, fmt: str) -> str:
     raise ValueError(f"not a data format: {fmt}")
 
 
+def render_stream_item(data: object, fmt: str) -> str:
+    """One item of an endless stream: a JSON object on one line (JSON Lines), or a YAML
+    document opened by ``---`` so that the output as a whole is one YAML stream."""
+    if fmt == "json":
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+    if fmt == "yaml":
+        return "---\n" + render_data(data, fmt)
+    raise ValueError(f"not a data format: {fmt}")
+
+
 # -- tables ----------------------------------------------------------------------------------
 
 
@@ -190,14 +211,32 @@ def host_rows(hosts: Iterable[host_pb2.Host]) -> list[list[str]]:
             [
                 host.name or EMPTY,
                 enum_label(host_pb2.Host.State.DESCRIPTOR, host.state),
+                enum_label(host_pb2.MemberState.DESCRIPTOR, host.gossip_state),
+                enum_label(host_pb2.LeaseState.DESCRIPTOR, host.lease_state),
                 enum_label(host_pb2.HypervisorKind.DESCRIPTOR, host.hypervisor.kind),
                 str(host.cpu.count) if host.cpu.count else EMPTY,
                 human_bytes(host.memory.total_bytes) if host.memory.total_bytes else EMPTY,
                 host.address or EMPTY,
                 host.zsd_version or EMPTY,
+                labels_label(host.labels),
             ]
         )
     return rows
+
+
+def labels_label(labels: Mapping[str, str]) -> str:
+    """``k=v,k2=v2`` in key order; ``-`` for none."""
+    return ",".join(f"{key}={labels[key]}" for key in sorted(labels)) or EMPTY
+
+
+def change_lines(response: cluster_pb2.WatchResponse) -> list[str]:
+    """``REVISION TYPE NAME`` for each change of one watched revision: ``12 PUT hosts/h1``."""
+    types: Mapping[int, EnumValueLike] = cluster_pb2.ResourceChange.Type.DESCRIPTOR.values_by_number
+    lines = []
+    for change in response.changes:
+        kind = types[change.type].name if change.type in types else str(change.type)
+        lines.append(f"{response.revision} {kind} {change.name or EMPTY}")
+    return lines
 
 
 def operation_rows(operations: Iterable[operation_pb2.Operation], now: datetime.datetime) -> list[list[str]]:
@@ -408,14 +447,32 @@ def _brief_any(value: any_pb2.Any) -> str:
 
 
 def enum_label(enum: EnumLike, number: int) -> str:
-    """``READY`` -> ``ready``, ``HYPERVISOR_KIND_UNSPECIFIED`` -> ``-``, unknown numbers as digits."""
+    """``READY`` -> ``ready``, ``MEMBER_ALIVE`` -> ``alive``, ``HYPERVISOR_KIND_UNSPECIFIED`` -> ``-``,
+    unknown numbers as digits."""
     value = enum.values_by_number.get(number)
     if value is None:
         return str(number)
     if number == 0 and value.name.endswith("UNSPECIFIED"):
         return EMPTY
     prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+    if not value.name.startswith(prefix):
+        prefix = _shared_words(enum)
     return value.name.removeprefix(prefix).lower()
+
+
+def _shared_words(enum: EnumLike) -> str:
+    """The leading words all values share (``MEMBER_`` of ``MEMBER_ALIVE``, ``MEMBER_DEAD``),
+    which proto enums repeat because their values share one namespace per package."""
+    words = [v.name.split("_") for n, v in enum.values_by_number.items() if n != 0]
+    if len(words) < 2:
+        return ""
+    shared: list[str] = []
+    # Every name keeps at least its last word.
+    for column in zip(*(w[:-1] for w in words), strict=False):
+        if len(set(column)) != 1:
+            break
+        shared.append(column[0])
+    return "".join(word + "_" for word in shared)
 
 
 def human_bytes(n: int) -> str:

@@ -15,12 +15,13 @@ google.rpc, the generated ``zsd.v1`` stubs and ``zsd.__version__`` (plus yaml fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
 
@@ -34,9 +35,13 @@ from ._zsctl_commands import (
     Console,
     Handler,
     Interrupted,
+    LabelChange,
     cmd_cluster_show,
+    cmd_cluster_watch,
+    cmd_host_label,
     cmd_host_list,
     cmd_host_refresh,
+    cmd_host_remove,
     cmd_host_show,
     cmd_operation_cancel,
     cmd_operation_list,
@@ -84,10 +89,18 @@ output (-o):
          only when set. Enums are full names ("READY"), 64-bit integers are strings,
          timestamps RFC 3339, durations like "12.5s".
   yaml   the same data as YAML.
+  `cluster watch` streams instead: with json one compact object per line (JSON
+  Lines), with yaml one document per revision, each opened by "---".
+
+deadlines:
+  --timeout bounds each call (default {DEFAULT_TIMEOUT:g}s). A watch is one call that runs
+  until the server ends it or you stop it, so it has a deadline only when --timeout
+  is given; reaching that deadline ends the watch normally (exit 0).
 
 exit status:
   0 success; 1 API error, unreachable server, or an operation that failed or did
-  not finish in time (the message is on stderr); 2 usage error.
+  not finish in time (the message is on stderr); 2 usage error; 130 interrupted
+  (Ctrl-C; the usual way to stop `cluster watch`; stderr says how to resume).
 
 completion:
   source <(zsctl completion bash)
@@ -116,6 +129,43 @@ def _page_size(text: str) -> int:
     return value
 
 
+def _revision(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a revision (a whole number, 0 or more): {text!r}")
+    return int(text)
+
+
+def _label_change(text: str) -> LabelChange:
+    """``key=value`` sets, ``key-`` removes (kubectl's syntax). Which keys and values are
+    allowed is the server's to say; its error names the offending label."""
+    key, equals, value = text.partition("=")
+    if equals and key:
+        return LabelChange(key=key, value=value)
+    if not equals and len(text) > 1 and text.endswith("-"):
+        return LabelChange(key=text[:-1], value=None)
+    raise argparse.ArgumentTypeError(f"{text!r} is neither KEY=VALUE (set a label) nor KEY- (remove one)")
+
+
+class _DistinctLabels(argparse.Action):
+    """Refuses a key named twice: which of the two should win is anyone's guess."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        assert isinstance(values, list)  # nargs="+" of _label_change results
+        changes: list[LabelChange] = values
+        keys: set[str] = set()
+        for change in changes:
+            if change.key in keys:
+                raise argparse.ArgumentError(self, f"label {change.key!r} is named more than once")
+            keys.add(change.key)
+        setattr(namespace, self.dest, changes)
+
+
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Options accepted before the noun and, for convenience, after the verb too.
 
@@ -135,8 +185,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--timeout",
         type=_positive_seconds,
         metavar="SECONDS",
-        default=default(DEFAULT_TIMEOUT),
-        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})",
+        default=default(None),
+        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g}; a watch: none)",
     )
     for flag, env, what in (
         ("--ca", CA_ENV, "CA bundle"),
@@ -173,66 +223,102 @@ def build_parser() -> argparse.ArgumentParser:
 
     nouns = parser.add_subparsers(dest="noun", metavar="NOUN", required=True)
 
-    def noun(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    def noun(name: str, help_text: str) -> _Noun:
         sub = nouns.add_parser(name, help=help_text, description=help_text)
-        return sub.add_subparsers(dest="verb", metavar="VERB", required=True)
+        return _Noun(verbs=sub.add_subparsers(dest="verb", metavar="VERB", required=True), common=common)
 
-    def verb(
-        verbs: argparse._SubParsersAction[argparse.ArgumentParser],
-        name: str,
-        help_text: str,
-        handler: Handler,
-    ) -> argparse.ArgumentParser:
-        leaf = verbs.add_parser(name, help=help_text, description=help_text, parents=[common])
+    _host_commands(noun("host", "hypervisor hosts"))
+    _cluster_commands(noun("cluster", "the cluster as a whole"))
+    _operation_commands(noun("operation", "long-running operations"))
+
+    completion = nouns.add_parser(
+        "completion", help="print a shell completion script", description="print a shell completion script"
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
+    completion.set_defaults(completion=True)
+    return parser
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Noun:
+    """The verbs of one noun; every verb also takes the global options (``common``)."""
+
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser]
+    common: argparse.ArgumentParser
+
+    def verb(self, name: str, help_text: str, handler: Handler) -> argparse.ArgumentParser:
+        leaf = self.verbs.add_parser(name, help=help_text, description=help_text, parents=[self.common])
         leaf.set_defaults(handler=handler)
         return leaf
 
-    def page_size(leaf: argparse.ArgumentParser) -> None:
-        leaf.add_argument(
-            "--page-size",
-            type=_page_size,
-            default=0,
-            metavar="N",
-            help="results per call; all pages are fetched (default: the server's)",
-        )
 
-    def wait_limit(leaf: argparse.ArgumentParser) -> None:
-        leaf.add_argument(
-            "--timeout-op",
-            type=_positive_seconds,
-            metavar="SECONDS",
-            default=None,
-            help="give up waiting after this long (the operation keeps running)",
-        )
+def _host_commands(hosts: _Noun) -> None:
+    listing = hosts.verb("list", "list the hosts of the cluster", cmd_host_list)
+    _page_size_option(listing)
+    _consistent_option(listing)
+    show = hosts.verb("show", "show one host", cmd_host_show)
+    _host_name_argument(show, default_self=True)
+    _consistent_option(show)
+    refresh = hosts.verb("refresh", "re-collect a host's inventory and show it", cmd_host_refresh)
+    _host_name_argument(refresh, default_self=True)
+    _operation_options(refresh)
 
-    hosts = noun("host", "hypervisor hosts")
-    page_size(verb(hosts, "list", "list the hosts of the cluster", cmd_host_list))
-    show = verb(hosts, "show", "show one host", cmd_host_show)
-    show.add_argument(
-        "name",
-        nargs="?",
-        default="hosts/-",
-        metavar="NAME",
-        help='"node1" or "hosts/node1" (default: the host that serves the call)',
+    label = hosts.verb("label", "set or remove labels of a host and show it", cmd_host_label)
+    label.formatter_class = argparse.RawDescriptionHelpFormatter
+    label.epilog = (
+        "Only the keys named change; other labels stay as they are.\n\n"
+        "example:\n  zsctl host label node1 rack=r12 zone=a gpu-"
     )
-    refresh = verb(hosts, "refresh", "re-collect a host's inventory and show it", cmd_host_refresh)
-    refresh.add_argument(
-        "name",
-        nargs="?",
-        default="hosts/-",
-        metavar="NAME",
-        help='"node1" or "hosts/node1" (default: the host that serves the call)',
+    _host_name_argument(label, default_self=False)
+    label.add_argument(
+        "changes",
+        nargs="+",
+        type=_label_change,
+        action=_DistinctLabels,
+        metavar="KEY=VALUE|KEY-",
+        help="KEY=VALUE sets a label, KEY- removes it",
     )
-    refresh.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
-    refresh.add_argument("--request-id", metavar="ID", help="idempotency key (default: a new UUID)")
-    wait_limit(refresh)
+    label.add_argument(
+        "--etag",
+        metavar="ETAG",
+        help="change only if the host's etag (see host show) is still this; otherwise fail (ABORTED)",
+    )
+    _request_id_option(label)
 
-    cluster = noun("cluster", "the cluster as a whole")
-    verb(cluster, "show", "show the cluster, its members and leader", cmd_cluster_show)
+    remove = hosts.verb("remove", "remove a host from the cluster", cmd_host_remove)
+    _host_name_argument(remove, default_self=False)
+    remove.add_argument(
+        "--force", action="store_true", help="remove even though VMs still run there (they are left to HA)"
+    )
+    _operation_options(remove)
 
-    operations = noun("operation", "long-running operations")
-    listing = verb(operations, "list", "list operations", cmd_operation_list)
-    page_size(listing)
+
+def _cluster_commands(cluster: _Noun) -> None:
+    cluster.verb("show", "show the cluster, its members and leader", cmd_cluster_show)
+    watch = cluster.verb(
+        "watch",
+        "print resource changes as they commit, until stopped (Ctrl-C) or the server ends the stream",
+        cmd_cluster_watch,
+    )
+    watch.add_argument(
+        "--from-revision",
+        type=_revision,
+        default=0,
+        metavar="N",
+        help="changes after revision N (default 0: every resource as it is now, then changes)",
+    )
+    watch.add_argument(
+        "--collection",
+        dest="collections",
+        action="append",
+        metavar="C",
+        help='watch only this collection, e.g. "hosts"; repeatable (default: all)',
+    )
+
+
+def _operation_commands(operations: _Noun) -> None:
+    listing = operations.verb("list", "list operations", cmd_operation_list)
+    _page_size_option(listing)
     listing.add_argument("--state", choices=_OPERATION_STATES, help="only operations in this state")
     listing.add_argument(
         "--target", metavar="T", help='only operations acting on this resource ("hosts/node1")'
@@ -242,17 +328,62 @@ def build_parser() -> argparse.ArgumentParser:
         ("wait", "wait for an operation to finish and show it", cmd_operation_wait),
         ("cancel", "ask an operation to stop", cmd_operation_cancel),
     ):
-        leaf = verb(operations, name, help_text, handler)
+        leaf = operations.verb(name, help_text, handler)
         leaf.add_argument("name", metavar="NAME", help='"operations/ID" or "ID"')
         if name == "wait":
-            wait_limit(leaf)
+            _wait_limit_option(leaf)
 
-    completion = nouns.add_parser(
-        "completion", help="print a shell completion script", description="print a shell completion script"
+
+def _host_name_argument(leaf: argparse.ArgumentParser, *, default_self: bool) -> None:
+    if default_self:
+        leaf.add_argument(
+            "name",
+            nargs="?",
+            default="hosts/-",
+            metavar="NAME",
+            help='"node1" or "hosts/node1" (default: the host that serves the call)',
+        )
+    else:
+        leaf.add_argument("name", metavar="NAME", help='"node1" or "hosts/node1"')
+
+
+def _page_size_option(leaf: argparse.ArgumentParser) -> None:
+    leaf.add_argument(
+        "--page-size",
+        type=_page_size,
+        default=0,
+        metavar="N",
+        help="results per call; all pages are fetched (default: the server's)",
     )
-    completion.add_argument("shell", choices=COMPLETION_SHELLS)
-    completion.set_defaults(completion=True)
-    return parser
+
+
+def _consistent_option(leaf: argparse.ArgumentParser) -> None:
+    leaf.add_argument(
+        "--consistent",
+        action="store_true",
+        help="read from the leader at its newest revision instead of the serving host's copy",
+    )
+
+
+def _request_id_option(leaf: argparse.ArgumentParser) -> None:
+    leaf.add_argument("--request-id", metavar="ID", help="idempotency key (default: a new UUID)")
+
+
+def _wait_limit_option(leaf: argparse.ArgumentParser) -> None:
+    leaf.add_argument(
+        "--timeout-op",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        default=None,
+        help="give up waiting after this long (the operation keeps running)",
+    )
+
+
+def _operation_options(leaf: argparse.ArgumentParser) -> None:
+    """For verbs that start an operation and wait for it."""
+    leaf.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
+    _request_id_option(leaf)
+    _wait_limit_option(leaf)
 
 
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
@@ -343,7 +474,8 @@ def _main(
         now=now or (lambda: datetime.datetime.now(datetime.UTC)),
     )
     with channel:
-        return run_command(args.handler, args, Api.over(channel, timeout=args.timeout), console, endpoint)
+        api = Api.over(channel, timeout=args.timeout or DEFAULT_TIMEOUT, stream_timeout=args.timeout)
+        return run_command(args.handler, args, api, console, endpoint)
 
 
 def run_command(

@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from zsd.cli.zsctl import main
-
-from .zsctl_fakes import NOW, FakeZsd, ServerThread
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-class TtyStream(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def zsctl(
-    server: ServerThread | None,
-    *argv: str,
-    env: Mapping[str, str] | None = None,
-    stderr: io.StringIO | None = None,
-) -> Result:
-    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
-    endpoint = ["--endpoint", server.address] if server is not None else []
-    code = main([*endpoint, *argv], env=env or {}, stdout=out, stderr=err, poll=0.01, now=lambda: NOW)
-    return Result(code, out.getvalue(), err.getvalue())
-
+from .zsctl_fakes import FakeZsd, ServerThread
+from .zsctl_runner import TtyStream, zsctl
 
 # -- hosts -----------------------------------------------------------------------------------
 
@@ -53,9 +20,10 @@ def test_host_list_table(zsd_server: ServerThread, fake: FakeZsd) -> None:
     result = zsctl(zsd_server, "host", "list")
     assert result.code == 0, result.err
     assert result.out == (
-        "NAME         STATE     HYPERVISOR  CPUS  MEMORY   ADDRESS         VERSION\n"
-        "hosts/node1  ready     kvm         8     15.6GiB  192.0.2.1:7443  0.1.0\n"
-        "hosts/node2  degraded  qemu        8     8.0GiB   192.0.2.2:7443  0.1.0\n"
+        "NAME         STATE     GOSSIP   LEASE  HYPERVISOR  CPUS  MEMORY   ADDRESS         VERSION  LABELS\n"
+        "hosts/node1  ready     alive    live   kvm         8     15.6GiB  192.0.2.1:7443  0.1.0    "
+        "rack=r1,zone=a\n"
+        "hosts/node2  degraded  suspect  -      qemu        8     8.0GiB   192.0.2.2:7443  0.1.0    -\n"
     )
     assert result.err == ""
     # The fake serves one host per page: zsctl followed the token to the end.
@@ -132,6 +100,36 @@ def test_host_show_table(zsd_server: ServerThread, fake: FakeZsd) -> None:
     assert "  0   0-7   15.6GiB" in lines  # NUMA cpus collapse into a range
     assert "uptime: 1d2h" in lines
     assert "refresh_time: 2026-11-23T11:55:00Z (5m ago)" in lines
+    assert lines[-4:] == ["labels: rack=r1, zone=a", "gossip_state: alive", "lease_state: live", "etag: 5"]
+
+
+def test_host_json_has_labels_and_state_enums(zsd_server: ServerThread, fake: FakeZsd) -> None:
+    host = zsctl(zsd_server, "-o", "json", "host", "show", "node2").json()
+    assert {k: host[k] for k in ("labels", "gossip_state", "lease_state", "etag")} == {
+        "labels": {},
+        "gossip_state": "MEMBER_SUSPECT",
+        "lease_state": "LEASE_STATE_UNSPECIFIED",
+        "etag": "7",
+    }
+
+
+@pytest.mark.parametrize("verb", ["list", "show"])
+def test_consistent_reads_are_asked_for_only_with_the_flag(
+    zsd_server: ServerThread, fake: FakeZsd, verb: str
+) -> None:
+    assert zsctl(zsd_server, "host", verb).code == 0
+    assert zsctl(zsd_server, "host", verb, "--consistent").code == 0
+    calls = 2 if verb == "list" else 1  # a list takes two pages
+    assert [r.consistent for r in fake.reads] == [False] * calls + [True] * calls
+
+
+def test_unary_calls_have_the_default_or_given_deadline(zsd_server: ServerThread, fake: FakeZsd) -> None:
+    assert zsctl(zsd_server, "host", "list").code == 0
+    assert zsctl(zsd_server, "--timeout", "4", "host", "list").code == 0
+    default, given = fake.deadlines["ListHosts"][0], fake.deadlines["ListHosts"][-1]
+    # The deadline travels rounded up a little; "about" is what matters.
+    assert default == pytest.approx(30, abs=1)
+    assert given == pytest.approx(4, abs=1)
 
 
 def test_invalid_name_prints_server_message_reason_and_field(zsd_server: ServerThread, fake: FakeZsd) -> None:
@@ -393,7 +391,16 @@ def test_completion_bash_names_the_commands() -> None:
     assert result.code == 0
     for word in ("host", "cluster", "operation", "refresh", "cancel", "--endpoint", "--no-wait"):
         assert word in result.out
+    for word in ("label", "remove", "watch", "--etag", "--force", "--from-revision", "--consistent"):
+        assert word in result.out
     assert "complete" in result.out
+
+
+def test_completion_zsh_names_the_new_verbs() -> None:
+    result = zsctl(None, "completion", "zsh")
+    assert result.code == 0
+    for word in ("label", "remove", "watch", "--collection", "--consistent"):
+        assert word in result.out
 
 
 def test_zsctl_imports_only_what_ships_with_it() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -15,6 +15,7 @@ from zsd.cli._zsctl_commands import (
     Api,
     CommandError,
     Console,
+    cmd_cluster_watch,
     cmd_operation_wait,
     collect_pages,
     resource_name,
@@ -29,12 +30,15 @@ from zsd.cli._zsctl_endpoint import (
 )
 from zsd.cli._zsctl_errors import ApiError, decode_rpc_error, decode_status
 from zsd.cli._zsctl_output import (
+    change_lines,
     enum_label,
     human_age,
     human_bytes,
     human_duration,
+    labels_label,
     render_data,
     render_show,
+    render_stream_item,
     render_table,
 )
 from zsd.cli._zsctl_wait import ProgressReporter, WaitTimeout, progress_line, wait_operation
@@ -204,6 +208,30 @@ def test_enum_labels_drop_prefixes_and_unspecified() -> None:
     assert enum_label(host_pb2.HypervisorKind.DESCRIPTOR, 0) == "-"
     assert enum_label(cluster_pb2.ClusterMember.State.DESCRIPTOR, 0) == "-"
     assert enum_label(host_pb2.Host.State.DESCRIPTOR, 42) == "42"
+    # Values that repeat a shared word instead of the enum's name lose it too.
+    assert enum_label(host_pb2.MemberState.DESCRIPTOR, host_pb2.MEMBER_SUSPECT) == "suspect"
+    assert enum_label(host_pb2.LeaseState.DESCRIPTOR, host_pb2.LEASE_UNKNOWN) == "unknown"
+    assert enum_label(host_pb2.LeaseState.DESCRIPTOR, 0) == "-"
+
+
+def test_labels_and_watched_changes_on_one_line() -> None:
+    assert labels_label({"zone": "a", "rack": "r1"}) == "rack=r1,zone=a"
+    assert labels_label({}) == "-"
+    response = cluster_pb2.WatchResponse(
+        revision=12,
+        changes=[
+            cluster_pb2.ResourceChange(type=cluster_pb2.ResourceChange.PUT, name="hosts/h1"),
+            cluster_pb2.ResourceChange(type=cluster_pb2.ResourceChange.DELETE, name="hosts/h2"),
+            cluster_pb2.ResourceChange(type=7, name="hosts/h3"),  # type: ignore[arg-type]  # a newer server's
+        ],
+    )
+    assert change_lines(response) == ["12 PUT hosts/h1", "12 DELETE hosts/h2", "12 7 hosts/h3"]
+
+
+def test_stream_items_are_json_lines_or_yaml_documents() -> None:
+    data = {"revision": "3", "changes": []}
+    assert render_stream_item(data, "json") == '{"revision":"3","changes":[]}\n'
+    assert render_stream_item(data, "yaml") == "---\nrevision: '3'\nchanges: []\n"
 
 
 def test_table_alignment_has_no_trailing_blanks() -> None:
@@ -433,3 +461,41 @@ def test_show_lists_sentences_one_per_line_and_wraps_long_lists() -> None:
     assert len(flags) > 1 and all(len(line) <= 100 for line in flags)
     # Wrapping only breaks at the spaces after commas.
     assert " ".join(line.strip() for line in flags) == "flags: " + ", ".join(f"flag{i:02}" for i in range(30))
+
+
+class InterruptedWatch:
+    """A Watch call that delivers one revision, then the person presses Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.timeouts: list[float | None] = []
+
+    def Watch(self, request: cluster_pb2.WatchRequest, timeout: float | None) -> InterruptedWatch:
+        self.timeouts.append(timeout)
+        return self
+
+    def __iter__(self) -> Iterator[cluster_pb2.WatchResponse]:
+        yield cluster_pb2.WatchResponse(
+            revision=12,
+            changes=[cluster_pb2.ResourceChange(type=cluster_pb2.ResourceChange.PUT, name="hosts/h1")],
+        )
+        raise KeyboardInterrupt
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_ctrl_c_while_watching_cancels_the_call_and_says_how_to_resume() -> None:
+    watch = InterruptedWatch()
+    api = Api(hosts=None, cluster=watch, operations=None, timeout=1.0)  # type: ignore[arg-type]
+    out, err = io.StringIO(), io.StringIO()
+    console = Console(out=out, err=err, fmt="table", err_tty=False, now=lambda: NOW)
+    args = argparse.Namespace(collections=["hosts"], from_revision=0)
+    endpoint = Endpoint(display="unix:/x", target="unix:/x", unix=True)
+    assert run_command(cmd_cluster_watch, args, api, console, endpoint) == 130
+    assert out.getvalue() == "12 PUT hosts/h1\n"
+    assert err.getvalue() == (
+        "interrupted: resume with: zsctl cluster watch --from-revision 12 --collection hosts\n"
+    )
+    assert watch.cancelled
+    assert watch.timeouts == [None]  # the unary deadline does not apply to a watch

@@ -12,11 +12,11 @@ import dataclasses
 import datetime
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
+from google.protobuf import any_pb2, duration_pb2, empty_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 NOW = datetime.datetime(2026, 11, 23, 12, 0, 0, tzinfo=datetime.UTC)
 HOST_NAME_RE = re.compile(r"^hosts/([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?|-)$")
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+# The cluster-state revision the fake starts at. Changes up to COMPACTED are gone from
+# its log, so a watch must start from COMPACTED or later (or from 0).
+REVISION = 7
+COMPACTED = 3
 State = operation_pb2.OperationMetadata.State
 # (state, progress_percent, status_message) of one step of a scripted operation.
 Step = tuple["operation_pb2.OperationMetadata.State.ValueType", int, str]
@@ -45,7 +50,16 @@ def timestamp(ago: datetime.timedelta) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def make_host(name: str, *, kvm: bool, memory: int) -> host_pb2.Host:
+def make_host(
+    name: str,
+    *,
+    kvm: bool,
+    memory: int,
+    labels: dict[str, str] | None = None,
+    gossip: host_pb2.MemberState.ValueType = host_pb2.MEMBER_STATE_UNSPECIFIED,
+    lease: host_pb2.LeaseState.ValueType = host_pb2.LEASE_STATE_UNSPECIFIED,
+    etag: int = 0,
+) -> host_pb2.Host:
     return host_pb2.Host(
         name=f"hosts/{name}",
         host_id=1 if name == "node1" else 2,
@@ -94,13 +108,28 @@ def make_host(name: str, *, kvm: bool, memory: int) -> host_pb2.Host:
         kernel="6.1.0-26-amd64",
         os="Debian GNU/Linux 12 (bookworm)",
         refresh_time=timestamp(datetime.timedelta(minutes=5)),
+        labels=labels or {},
+        gossip_state=gossip,
+        lease_state=lease,
+        etag=str(etag) if etag else "",
     )
 
 
 HOSTS = [
-    make_host("node1", kvm=True, memory=16777216000),
-    make_host("node2", kvm=False, memory=8 * 1024**3),
+    make_host(
+        "node1",
+        kvm=True,
+        memory=16777216000,
+        labels={"zone": "a", "rack": "r1"},
+        gossip=host_pb2.MEMBER_ALIVE,
+        lease=host_pb2.LEASE_LIVE,
+        etag=5,
+    ),
+    # Gossip suspects node2 and its lease state is not known yet: the "-" in tables.
+    make_host("node2", kvm=False, memory=8 * 1024**3, gossip=host_pb2.MEMBER_SUSPECT, etag=REVISION),
 ]
+# The VMs each host runs: removing a host that runs any needs force.
+VMS = {"hosts/node2": ["vms/web1"]}
 
 CLUSTER = cluster_pb2.Cluster(
     name="cluster",
@@ -138,13 +167,27 @@ def not_found_status(name: str) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def error_status(code: int, message: str, *, reason: str, field: str = "") -> grpc.Status:
+    """Any zsd error: ErrorInfo with the reason and, when given, the offending field."""
+    info = error_details_pb2.ErrorInfo(
+        reason=reason, domain="zsd.dev", metadata={"field": field} if field else {}
+    )
+    status = status_pb2.Status(code=code, message=message)
+    status.details.add().Pack(info)
+    return rpc_status.to_status(status)
+
+
+async def abort(context: Context, status: grpc.Status) -> None:
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
 @dataclasses.dataclass(kw_only=True)
 class Script:
     """An operation that moves one step per WaitOperation call (as if each wait timed out)."""
 
     operation: operation_pb2.Operation
     steps: list[Step]
-    result: host_pb2.Host | status_pb2.Status
+    result: host_pb2.Host | empty_pb2.Empty | status_pb2.Status
 
     def advance(self) -> None:
         meta = self.operation.metadata
@@ -178,7 +221,11 @@ class FakeZsd(
     cluster_pb2_grpc.ClusterServiceServicer,
     operation_pb2_grpc.OperationServiceServicer,
 ):
-    """Canned hosts and cluster; operations that progress and finish. Pages hold one item."""
+    """Canned hosts and cluster; operations that progress and finish. Pages hold one item.
+
+    Label updates and removals change the hosts and append to a change log that Watch
+    replays (whole revisions, like zsd); the requests are recorded for tests to check.
+    """
 
     def __init__(self) -> None:
         self.reset()
@@ -187,6 +234,21 @@ class FakeZsd(
         self.scripts: dict[str, Script] = {}
         self.request_ids: list[str] = []
         self.page_tokens: list[str] = []
+        self.hosts = [host_pb2.Host.FromString(h.SerializeToString()) for h in HOSTS]
+        self.revision = REVISION
+        self.log = [
+            cluster_pb2.WatchResponse(revision=int(h.etag), changes=[self._put(h)])
+            for h in sorted(self.hosts, key=lambda h: int(h.etag))
+        ]
+        self.reads: list[host_pb2.ListHostsRequest | host_pb2.GetHostRequest] = []
+        self.updates: list[host_pb2.UpdateHostRequest] = []
+        self.deletes: list[host_pb2.DeleteHostRequest] = []
+        self.watches: list[cluster_pb2.WatchRequest] = []
+        # The deadline (seconds left when the call arrived; None: no deadline) per method.
+        self.deadlines: dict[str, list[float | None]] = {}
+        # Whether Watch follows (waits for more) after replaying the log, or ends there
+        # as zsd does when the serving host loses its feed.
+        self.watch_follows = False
         self._add("operations/old-ok", "hosts/node1", [], HOSTS[0], age=datetime.timedelta(hours=2))
         self.scripts["operations/old-ok"].advance()
         self._add(
@@ -203,15 +265,16 @@ class FakeZsd(
         name: str,
         target: str,
         steps: Sequence[Step],
-        result: host_pb2.Host | status_pb2.Status,
+        result: host_pb2.Host | empty_pb2.Empty | status_pb2.Status,
         *,
         age: datetime.timedelta = datetime.timedelta(),
         request_id: str = "",
+        verb: str = "RefreshHost",
     ) -> operation_pb2.Operation:
         operation = operation_pb2.Operation(
             name=name,
             metadata=operation_pb2.OperationMetadata(
-                verb="RefreshHost",
+                verb=verb,
                 target=target,
                 state=State.PENDING,
                 progress_percent=0,
@@ -223,30 +286,50 @@ class FakeZsd(
         self.scripts[name] = Script(operation=operation, steps=list(steps), result=result)
         return operation
 
+    def _arrived(self, method: str, context: Context) -> None:
+        self.deadlines.setdefault(method, []).append(context.time_remaining())
+
+    @staticmethod
+    def _put(host: host_pb2.Host) -> cluster_pb2.ResourceChange:
+        return cluster_pb2.ResourceChange(type=cluster_pb2.ResourceChange.PUT, name=host.name, host=host)
+
+    def _commit(self, host: host_pb2.Host, *, delete: bool = False) -> None:
+        """A new revision: ``host`` changed (its etag becomes the revision) or went."""
+        self.revision += 1
+        if delete:
+            change = cluster_pb2.ResourceChange(type=cluster_pb2.ResourceChange.DELETE, name=host.name)
+        else:
+            host.etag = str(self.revision)
+            change = self._put(host)
+        self.log.append(cluster_pb2.WatchResponse(revision=self.revision, changes=[change]))
+
     # HostService
 
     async def ListHosts(
         self, request: host_pb2.ListHostsRequest, context: Context
     ) -> host_pb2.ListHostsResponse:
+        self._arrived("ListHosts", context)
+        self.reads.append(request)
         self.page_tokens.append(request.page_token)
         start = int(request.page_token or 0)
         end = start + 1
         return host_pb2.ListHostsResponse(
-            hosts=HOSTS[start:end], next_page_token=str(end) if end < len(HOSTS) else ""
+            hosts=self.hosts[start:end],
+            next_page_token=str(end) if end < len(self.hosts) else "",
+            revision=self.revision,
         )
 
     async def GetHost(self, request: host_pb2.GetHostRequest, context: Context) -> host_pb2.Host:
+        self.reads.append(request)
         return await self._host(request.name, context)
 
     async def _host(self, name: str, context: Context) -> host_pb2.Host:
         if not HOST_NAME_RE.match(name):
-            status = invalid_name_status(name)
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        for host in HOSTS:
-            if host.name == name or (name == "hosts/-" and host is HOSTS[0]):
+            await abort(context, invalid_name_status(name))
+        for host in self.hosts:
+            if host.name == name or (name == "hosts/-" and host.name == HOSTS[0].name):
                 return host
-        status = not_found_status(name)
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        await abort(context, not_found_status(name))
         raise AssertionError("unreachable")
 
     async def RefreshHost(
@@ -255,9 +338,90 @@ class FakeZsd(
         host = await self._host(request.name, context)
         self.request_ids.append(request.request_id)
         steps = [(State.RUNNING, 30, "probing KVM"), (State.RUNNING, 70, "reading /sys")]
-        result: host_pb2.Host | status_pb2.Status = host if host is HOSTS[0] else KVM_FAILED
+        result: host_pb2.Host | status_pb2.Status = host if host.name == HOSTS[0].name else KVM_FAILED
         name = f"operations/refresh-{len(self.request_ids)}"
         return self._add(name, host.name, steps, result, request_id=request.request_id)
+
+    async def UpdateHost(self, request: host_pb2.UpdateHostRequest, context: Context) -> host_pb2.Host:
+        """zsd's label semantics: "labels" replaces all, "labels.{key}" sets or removes one."""
+        self.updates.append(request)
+        host = await self._host(request.host.name, context)
+        paths = list(request.update_mask.paths)
+        if not paths or any(p != "labels" and not p.startswith("labels.") for p in paths):
+            await abort(
+                context,
+                error_status(
+                    code_pb2.INVALID_ARGUMENT,
+                    f'update_mask {paths} is not updatable: only "labels" and "labels.{{key}}"',
+                    reason="INVALID_ARGUMENT",
+                    field="update_mask",
+                ),
+            )
+        for key in request.host.labels:
+            if not LABEL_KEY_RE.match(key):
+                await abort(
+                    context,
+                    error_status(
+                        code_pb2.INVALID_ARGUMENT,
+                        f"label key {key!r} is not allowed: 1-63 of a-z 0-9 _ . - starting with a letter",
+                        reason="INVALID_ARGUMENT",
+                        field=f"host.labels.{key}",
+                    ),
+                )
+        if request.host.etag and request.host.etag != host.etag:
+            await abort(
+                context,
+                error_status(
+                    code_pb2.ABORTED,
+                    f"{host.name} is at revision {host.etag}, not {request.host.etag}",
+                    reason="ETAG_MISMATCH",
+                    field="etag",
+                ),
+            )
+        labels = dict(host.labels)
+        for path in paths:
+            if path == "labels":
+                labels = dict(request.host.labels)
+                continue
+            key = path.removeprefix("labels.")
+            if key in request.host.labels:
+                labels[key] = request.host.labels[key]
+            else:
+                labels.pop(key, None)
+        host.labels.clear()
+        host.labels.update(labels)
+        self._commit(host)
+        return host
+
+    async def DeleteHost(
+        self, request: host_pb2.DeleteHostRequest, context: Context
+    ) -> operation_pb2.Operation:
+        """Done at once for an empty host; with force over VMs, an operation that hands
+        them to HA first. Refused without force while the host runs VMs."""
+        self.deletes.append(request)
+        host = await self._host(request.name, context)
+        vms = VMS.get(host.name, [])
+        if vms and not request.force:
+            await abort(
+                context,
+                error_status(
+                    code_pb2.FAILED_PRECONDITION,
+                    f"{host.name} still runs {len(vms)} VM(s) ({', '.join(vms)}); migrate them away "
+                    "first, or remove with force (they are then left to HA)",
+                    reason="HOST_NOT_EMPTY",
+                    field="force",
+                ),
+            )
+        self.hosts.remove(host)
+        self._commit(host, delete=True)
+        steps = [(State.RUNNING, 50, f"leaving {len(vms)} VM(s) to HA")] if vms else []
+        name = f"operations/remove-{len(self.deletes)}"
+        operation = self._add(
+            name, host.name, steps, empty_pb2.Empty(), request_id=request.request_id, verb="DeleteHost"
+        )
+        if not vms:
+            self.scripts[name].advance()
+        return operation
 
     # ClusterService
 
@@ -265,6 +429,45 @@ class FakeZsd(
         self, request: cluster_pb2.GetClusterRequest, context: Context
     ) -> cluster_pb2.Cluster:
         return CLUSTER
+
+    async def Watch(
+        self, request: cluster_pb2.WatchRequest, context: Context
+    ) -> AsyncIterator[cluster_pb2.WatchResponse]:
+        """zsd's Watch over the fake's change log: from 0 the current hosts first."""
+        self._arrived("Watch", context)
+        self.watches.append(request)
+        unknown = [c for c in request.collections if c != "hosts"]
+        if unknown:
+            await abort(
+                context,
+                error_status(
+                    code_pb2.INVALID_ARGUMENT,
+                    f"unknown collection {unknown[0]!r}; watchable: hosts",
+                    reason="INVALID_ARGUMENT",
+                    field="collections",
+                ),
+            )
+        if 0 < request.from_revision < COMPACTED:
+            await abort(
+                context,
+                error_status(
+                    code_pb2.FAILED_PRECONDITION,
+                    f"revision {request.from_revision} is compacted; list again and watch from its revision",
+                    reason="REVISION_COMPACTED",
+                    field="from_revision",
+                ),
+            )
+        position = request.from_revision
+        if position == 0:
+            position = self.revision
+            yield cluster_pb2.WatchResponse(revision=position, changes=[self._put(h) for h in self.hosts])
+        while True:
+            for response in [r for r in self.log if r.revision > position]:
+                yield response
+                position = response.revision
+            if not self.watch_follows:
+                return
+            await asyncio.sleep(0.01)  # poll the log until the client goes (deadline, cancel)
 
     # OperationService
 
