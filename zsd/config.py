@@ -62,6 +62,8 @@ class Config:
     log_level: str = "info"
     # How often the host inventory is re-collected in the background (seconds).
     facts_interval: float = 60.0
+    # SWIM membership: UDP for gossip, TCP on the same number for state exchange.
+    gossip_port: int = 7946
     source: tuple[str, ...] = field(default=())
 
 
@@ -99,6 +101,19 @@ def _float_range(lo: float, hi: float) -> Callable[[object], float]:
         if not lo <= f <= hi:
             raise ValueError
         return f
+
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[object], int]:
+    def parse(v: object) -> int:
+        # TOML gives int; env and --set give str. bool is an int subclass: refuse it.
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ValueError
+        i = int(v)
+        if not lo <= i <= hi:
+            raise ValueError
+        return i
 
     return parse
 
@@ -142,6 +157,7 @@ class _Key:
 def _schema(hostname: str) -> dict[str, _Key]:
     return {
         "cluster.name": _Key(_host_name, "an RFC 1123 label: a-z, 0-9 and '-', 1-63 chars", "zsd"),
+        "cluster.gossip_port": _Key(_int_range(1, 65535), "a port number between 1 and 65535", 7946),
         "host.name": _Key(_host_name, "an RFC 1123 label: a-z, 0-9 and '-', 1-63 chars", hostname),
         "host.address": _Key(_address, "an IPv4 or IPv6 address, or empty for automatic", ""),
         "api.socket": _Key(_opt_path, "an absolute path, or empty for <root>/run/zsd/zsd.sock", ""),
@@ -278,5 +294,6 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         ),
         log_level=v["log.level"],
         facts_interval=v["host.facts_interval"],
+        gossip_port=v["cluster.gossip_port"],
         source=sources,
     )

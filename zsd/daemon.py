@@ -9,6 +9,7 @@ log what needs a restart, keep the old configuration if the new one is invalid.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -42,16 +43,19 @@ from zsd.cluster.bootstrap import (
 )
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.controlplane import ControlPlane, run_control_plane
+from zsd.cluster.gossip import MAX_LEAVE_TIMEOUT, Gossip
 from zsd.cluster.identity import ClusterIdentity, cluster_identity, host_identity
-from zsd.cluster.leadership import LeadershipState
+from zsd.cluster.leadership import Leadership, LeadershipState
+from zsd.cluster.liveness import LeaseWatcher
 from zsd.cluster.local import LocalCluster
 from zsd.cluster.member import MemberRuntime, MemberSettings
 from zsd.cluster.operations import OperationRegistry
 from zsd.cluster.peerclient import ChannelPool, PeerTarget, PeerTls
 from zsd.cluster.pki import CertKind
-from zsd.cluster.records import KIND_HOST
+from zsd.cluster.records import KIND_HOST, HostEntry
 from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, Snapshot
+from zsd.cluster.swim.member import Address, Capacity, HostMeta
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
@@ -271,7 +275,22 @@ async def _start_member(
         return peerclient.watch_feed(target, tls, from_revision=revision, snapshot=snapshot)
 
     replica = Replica(leadership=leadership, resolve=resolve, open_feed=open_feed)
-    control = ClusterControl(leadership=leadership, replica=replica, host_name=config.host_name)
+    gossip, gossip_meta = _gossip(
+        config=config,
+        membership=membership,
+        endpoint=settings.endpoint,
+        address=core.cluster.address,
+        replica=replica,
+        inventory=core.inventory,
+    )
+    leases = LeaseWatcher(plane.authority)
+    control = ClusterControl(
+        leadership=leadership,
+        replica=replica,
+        host_name=config.host_name,
+        gossip=lambda: gossip.view().states(),
+        leases=lambda: leases.states,
+    )
     cluster = core.cluster
     cache = HostMessageCache()
 
@@ -286,7 +305,63 @@ async def _start_member(
         on_removed=lambda: life.removed(paths),
     )
     await nursery.start(runtime.run)
+    await nursery.start(leases.run)
+    await nursery.start(gossip.run)
+    nursery.start_soon(_announce_leader, gossip, gossip_meta, leadership, replica)
     return replace(core, member=runtime, tls=tls), api_config
+
+
+def _gossip(
+    *,
+    config: Config,
+    membership: Membership,
+    endpoint: str,
+    address: str,
+    replica: Replica,
+    inventory: Inventory,
+) -> tuple[Gossip, HostMeta]:
+    """SWIM over UDP on the host's address; seeds are the other members in the state
+    copy (which fills in after start: Gossip asks again while it knows nobody)."""
+    port = config.gossip_port
+    facts = inventory.facts
+
+    def seeds() -> list[Address]:
+        entries = (HostEntry.decode(r.data) for r in replica.cache.list(KIND_HOST))
+        return [
+            Address(host=e.address, port=port) for e in entries if e.name != config.host_name and e.address
+        ]
+
+    meta = HostMeta(
+        host_id=membership.host_id,
+        addresses=(address,),
+        ports=(("api", int(endpoint.rsplit(":", 1)[1])),),
+        capacity=Capacity(cpus=facts.cpu.count, memory_bytes=facts.memory.total_bytes),
+        version=zsd.__version__,
+    )
+    # Saying goodbye shares SIGTERM's 5 s with the API's drain (shutdown_grace <= 4.5 s).
+    leave = max(0.0, min(MAX_LEAVE_TIMEOUT, 4.5 - config.api.shutdown_grace))
+    gossip = Gossip(
+        name=config.host_name, bind_host=address, port=port, meta=meta, seeds=seeds, leave_timeout=leave
+    )
+    return gossip, meta
+
+
+async def _announce_leader(gossip: Gossip, meta: HostMeta, leadership: Leadership, replica: Replica) -> None:
+    """Members tell each other whom they believe leads (HostMeta.leader)."""
+    current = meta
+    while True:
+        state = leadership.state
+        leader = ""
+        for record in replica.cache.list(KIND_HOST):
+            entry = HostEntry.decode(record.data)
+            if entry.host_id == state.leader_host_id:
+                leader = entry.name
+        wanted = dataclasses.replace(meta, leader=leader, leader_epoch=state.epoch)
+        if wanted != current:  # every update is a new incarnation gossiped to all
+            gossip.update_meta(wanted)
+            current = wanted
+        with trio.move_on_after(5):  # the leader's name may arrive with the state copy
+            await leadership.wait_changed()
 
 
 def _peer_authorizer(control: ClusterControl) -> Authorize:

@@ -174,6 +174,10 @@ def test_member_state_labels_watch_and_consistent_reads(tmp_path: Path, sanlock:
             listed = hosts.ListHosts(host_pb2.ListHostsRequest())
             assert [h.name for h in listed.hosts] == ["hosts/m1"] and listed.revision >= seen
             assert listed.hosts[0].gossip_state == host_pb2.MEMBER_ALIVE
+            deadline = time.monotonic() + 20  # sanlock reports our own lease once it has renewed
+            while hosts.GetHost(host_pb2.GetHostRequest(name="hosts/m1")).lease_state != host_pb2.LEASE_LIVE:
+                assert time.monotonic() < deadline, "own host lease never seen LIVE"
+                time.sleep(0.5)
 
             with pytest.raises(grpc.RpcError) as bad:
                 hosts.UpdateHost(

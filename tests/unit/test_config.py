@@ -48,6 +48,7 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[api]\nshutdown_grace = 10\n", "api.shutdown_grace", "between 0 and 4.5"),
         ("[hypervisor]\nkind = 3\n", "hypervisor.kind", "one of auto, kvm, qemu"),
         ('[api]\nsocket = "relative/path"\n', "api.socket", "absolute path"),
+        ("[cluster]\ngossip_port = 0\n", "cluster.gossip_port", "between 1 and 65535"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(tmp_path: Path, text: str, key: str, needle: str) -> None:
@@ -97,3 +98,24 @@ def test_half_tls_is_an_error(tmp_path: Path) -> None:
 def test_flag_without_equals(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load(root=tmp_path, env={}, overrides=["log.level"], hostname="n")
+
+
+def test_gossip_port_default_file_env_and_flag(tmp_path: Path) -> None:
+    assert load(root=tmp_path, env={}, hostname="n").gossip_port == 7946
+    write(tmp_path, "[cluster]\ngossip_port = 8946\n")
+    assert load(root=tmp_path, env={}, hostname="n").gossip_port == 8946
+    assert load(root=tmp_path, env={"ZSD_CLUSTER_GOSSIP_PORT": "9946"}, hostname="n").gossip_port == 9946
+    cfg = load(root=tmp_path, env={}, overrides=["cluster.gossip_port=65535"], hostname="n")
+    assert cfg.gossip_port == 65535
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["65536", "-1", "true", "7946.5", '"7946x"', '""', "[7946]"],
+)
+def test_gossip_port_refuses_non_ports(tmp_path: Path, text: str) -> None:
+    write(tmp_path, f"[cluster]\ngossip_port = {text}\n")
+    with pytest.raises(ConfigError) as info:
+        load(root=tmp_path, env={}, hostname="n")
+    assert info.value.field == "cluster.gossip_port"
+    assert "expected a port number between 1 and 65535" in str(info.value)

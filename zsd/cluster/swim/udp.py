@@ -74,7 +74,9 @@ class _SocketTransport:
                 stream = await trio.open_tcp_stream(to.host, to.port)
                 async with stream:
                     await stream.send_all(_FRAME_LEN.pack(len(payload)) + payload)
-            except OSError as e:
+            except (OSError, trio.BrokenResourceError) as e:
+                # A peer that restarts resets the connection under us: push-pull is
+                # best effort, the next round tries again. Never let it kill the node.
                 log.debug("stream to %s failed: %s", to, e)
 
 
