@@ -1,4 +1,5 @@
-"""The dev cluster: 3 simulated hosts (namespaces, sanlock, zsd) on this machine, its
+"""The dev cluster: 3 simulated hosts (namespaces, sanlock, zsd) on this machine that
+form one cluster (h1 runs `zsd cluster init`, the others `zsd cluster join`), its
 fault primitives, and that `down` leaves nothing behind — library and command line.
 
 Namespace names carry this test process's pid, so concurrent runs never meet.
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from zsd.cluster import bootstrap, pki
+from zsd.cluster.leaderhint import read_hint
+from zsd.paths import Paths
 from zsd.testing import netfabric
 from zsd.testing.devcluster import DevCluster, DevClusterError, HostInfo, ZsdExtras
 from zsd.testing.health import check_health
@@ -76,6 +80,12 @@ def zsctl_from(dc: DevCluster, src: str, dst: str, *, timeout: float) -> subproc
     return dc.run_in(src, argv, timeout=timeout + 20)
 
 
+def hosts_seen(dc: DevCluster, src: str, dst: str) -> list[str]:
+    """The host names ``dst`` lists (from its copy of the cluster state), asked from ``src``."""
+    out = zsctl_from(dc, src, dst, timeout=5)
+    return [h["name"] for h in json.loads(out.stdout)] if out.returncode == 0 else []
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -100,10 +110,25 @@ def test_three_hosts_faults_and_clean_down(cluster: DevCluster, hook: RecordingH
     assert "log.level=debug" in Path(f"/proc/{h1_pid}/cmdline").read_text()
     assert "DEVCLUSTER_TEST_HOST=h1" in Path(f"/proc/{h1_pid}/environ").read_text()
 
-    # h1 reaches h2 over TCP with mutual TLS, through the bridge.
+    # One cluster: h1 founded it (host id 1) and leads it, h2 and h3 joined (2, 3).
+    ca = cluster.ca.read_bytes()
+    for index, host in enumerate(cluster.hosts, start=1):
+        paths = Paths(root=host.root)
+        membership = bootstrap.load_membership(paths)
+        assert membership is not None and membership.host_id == index
+        assert membership.shared_dir == str(cluster.shared_dir)
+        cert, _, _ = bootstrap.tls_paths(paths)
+        assert pki.verify_host_cert(ca, cert.read_bytes()) == (host.name, index)
+    assert read_hint(cluster.shared_dir).host_name == "h1"
+    identity = pki.cert_identity(cluster.client_cert.read_bytes())
+    assert identity.kind is pki.CertKind.CLIENT
+
+    # h1 reaches h2 over TCP with mutual TLS (the operator's client certificate),
+    # through the bridge; h2 lists every member from its copy of the cluster state.
     ok = zsctl_from(cluster, "h1", "h2", timeout=10)
     assert ok.returncode == 0, ok.stderr
-    assert [h["name"] for h in json.loads(ok.stdout)] == ["hosts/h2"]
+    members = ["hosts/h1", "hosts/h2", "hosts/h3"]
+    assert wait_until(lambda: hosts_seen(cluster, "h1", "h2") == members, 10), hosts_seen(cluster, "h1", "h2")
 
     # Partition h2: the call fails within its deadline; h2 itself keeps serving locally.
     cluster.cut_link("h2")
@@ -194,8 +219,11 @@ def test_failed_up_cleans_up(tmp_path: Path) -> None:
     prefix = f"{PREFIX}f"
     dc = DevCluster(state_dir=tmp_path / "dc", prefix=prefix, zsd_set=["api.shutdown_grace=99"])
     try:
-        with pytest.raises(DevClusterError, match=r"(?s)h2: zsd exited with status 1.*shutdown_grace"):
+        # The founder's zsd is the first to start (after `zsd cluster init`); it fails, so
+        # no other host joins or starts.
+        with pytest.raises(DevClusterError, match=r"(?s)h1: zsd exited with status 1.*shutdown_grace"):
             dc.up(2)
+        assert dc.host("h2").zsd is None
         assert our_namespaces(prefix) == [] and dc.phase == "down"
         assert not [h for h in dc.hosts if (h.zsd and h.zsd.alive()) or (h.sanlock and h.sanlock.alive())]
     finally:

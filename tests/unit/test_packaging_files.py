@@ -32,7 +32,11 @@ def test_staleness_check_notices_changed_missing_and_extra_files(tmp_path: Path)
     (v1 / "host_pb2.py").write_text((v1 / "host_pb2.py").read_text() + "# edited by hand\n")
     (v1 / "cluster_pb2.pyi").unlink()
     (tmp_path / "zsd/peer/v1/old_pb2.py").write_text("")
-    assert gen.stale_files(tmp_path) == ["zsd/peer/v1/old_pb2.py", "zsd/v1/cluster_pb2.pyi", "zsd/v1/host_pb2.py"]
+    assert gen.stale_files(tmp_path) == [
+        "zsd/peer/v1/old_pb2.py",
+        "zsd/v1/cluster_pb2.pyi",
+        "zsd/v1/host_pb2.py",
+    ]
 
 
 def test_systemd_unit() -> None:

@@ -14,12 +14,11 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from zsd.cluster.pki import CertIdentity, CertKind, cert_identity
-from zsd.errors import InvalidArgument
+from zsd.errors import InvalidArgument, PermissionDenied
 
 _PEM_CERT = "x509_pem_cert"
 NOT_ALLOWED = "PEER_NOT_ALLOWED"
-"""The reason of every refusal here. (InvalidArgument until zsd.errors has a
-permission-denied category.)"""
+"""The reason of every refusal here (PermissionDenied, field ``certificate``)."""
 
 
 class AuthContextSource(Protocol):
@@ -33,7 +32,7 @@ def caller(context: AuthContextSource) -> CertIdentity:
     call carries none or one zsd did not issue."""
     certs = list(context.auth_context().get(_PEM_CERT, ()))
     if len(certs) != 1:
-        raise InvalidArgument(
+        raise PermissionDenied(
             "this call needs a client certificate of the cluster CA, over the TCP (mutual TLS) "
             "listener; the caller presented none",
             reason=NOT_ALLOWED,
@@ -42,7 +41,7 @@ def caller(context: AuthContextSource) -> CertIdentity:
     try:
         return cert_identity(certs[0])
     except InvalidArgument as e:
-        raise InvalidArgument(e.message, reason=NOT_ALLOWED, field="certificate") from e
+        raise PermissionDenied(e.message, reason=NOT_ALLOWED, field="certificate") from e
 
 
 def require(context: AuthContextSource, *kinds: CertKind) -> CertIdentity:
@@ -50,7 +49,7 @@ def require(context: AuthContextSource, *kinds: CertKind) -> CertIdentity:
     identity = caller(context)
     if identity.kind not in kinds:
         allowed = " or ".join(str(k) for k in kinds) or "no"
-        raise InvalidArgument(
+        raise PermissionDenied(
             f"this call needs a {allowed} certificate; the caller presented a {identity.kind} "
             f"certificate for {identity.name!r}",
             reason=NOT_ALLOWED,

@@ -4,6 +4,10 @@ zsd run [--config FILE] [--root DIR] [--set section.key=value ...]
 zsd config check [same options]       validate and print the effective configuration
 zsd host probe-kvm [--device PATH]    does hardware virtualization really work here?
 zsd cluster init --shared-dir DIR     make an empty shared directory into a new cluster
+zsd cluster join --shared-dir DIR --token T [--timeout S]
+                                      make this host a member of the cluster there
+zsd cluster client-cert --shared-dir DIR --name N --out DIR
+                                      an operator's client certificate for zsctl over TCP
 zsd version
 """
 
@@ -69,6 +73,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="sanlock io timeout of the cluster lockspace (default 10; hosts are declared "
         "dead after 8x this + 60 s)",
+    )
+    join = cluster_sub.add_parser(
+        "join", help="make this host a member of the cluster on shared storage (a leader must be running)"
+    )
+    config_options(join)
+    join.add_argument(
+        "--shared-dir", type=Path, required=True, help="the cluster's directory on shared storage"
+    )
+    join.add_argument("--token", required=True, help="a join token (printed by `zsd cluster init`)")
+    join.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep asking while no leader answers (default 60)",
+    )
+    client = cluster_sub.add_parser(
+        "client-cert", help="issue a client certificate for zsctl (TCP API) from the cluster CA"
+    )
+    client.add_argument(
+        "--shared-dir", type=Path, required=True, help="the cluster's directory on shared storage"
+    )
+    client.add_argument("--name", required=True, help="who the certificate is for (e.g. alice, ci)")
+    client.add_argument(
+        "--out", type=Path, required=True, help="directory for client.pem, client.key, ca.pem"
     )
     sub.add_parser("version", help="print the zsd version")
     return parser
@@ -139,6 +168,50 @@ def _cluster_init(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_join(ns: argparse.Namespace) -> int:
+    from zsd.cluster.join import JoinSpec, join_cluster
+    from zsd.paths import Paths
+
+    config = _load(ns)
+    result = join_cluster(
+        JoinSpec(
+            shared_dir=ns.shared_dir.resolve(),
+            token=ns.token,
+            host_name=config.host_name,
+            address=config.host_address,
+            timeout=ns.timeout,
+        ),
+        paths=Paths(root=config.root),
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    print(
+        f"joined cluster {result.cluster_name!r} as host {result.host_id} (admitted by {result.leader}); "
+        "start zsd on this host"
+    )
+    print(f"host id: {result.host_id}")
+    return 0
+
+
+def _cluster_client_cert(ns: argparse.Namespace) -> int:
+    from zsd.cluster import pki
+    from zsd.cluster.bootstrap import SharedLayout, load_ca
+    from zsd.errors import AlreadyExists
+    from zsd.util.fsutil import write_atomic
+
+    files = {"client.pem": 0o644, "client.key": 0o600, "ca.pem": 0o644}
+    existing = [name for name in files if (ns.out / name).exists()]
+    if existing:
+        raise AlreadyExists(
+            f"{ns.out} already holds {', '.join(existing)}; remove them or choose another --out", field="out"
+        )
+    ca = load_ca(SharedLayout(root=ns.shared_dir.resolve()))
+    pair = pki.issue_client_cert(ca, ns.name)
+    for name, data in zip(files, (pair.cert_pem, pair.key_pem, ca.cert_pem), strict=True):
+        write_atomic(ns.out / name, data, mode=files[name])
+    print(f"client certificate for {ns.name!r} in {ns.out} (client.pem, client.key, ca.pem)")
+    return 0
+
+
 def _quiet_libvirt() -> None:
     """libvirt's default handler prints every error to stderr; zsd turns them into
     exceptions and logs them itself, so the duplicate output is dropped."""
@@ -180,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "host":
             return _probe(ns)
         if ns.command == "cluster":
-            return _cluster_init(ns)
+            commands = {"init": _cluster_init, "join": _cluster_join, "client-cert": _cluster_client_cert}
+            return commands[ns.cluster_command](ns)
         print(zsd.__version__)
         return 0
     except (ZsdError, BaseExceptionGroup) as e:

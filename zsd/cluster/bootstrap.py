@@ -115,6 +115,28 @@ def load_membership(paths: Paths) -> Membership | None:
         ) from e
 
 
+def write_member_files(paths: Paths, *, host: pki.KeyPair, ca_pem: bytes, membership: Membership) -> None:
+    """This host's certificate, key and cluster CA, then its membership file: written
+    last, it is what makes the host a member for ``zsd run``."""
+    cert, key, ca_copy = tls_paths(paths)
+    write_atomic(cert, host.cert_pem, mode=0o644)
+    write_atomic(key, host.key_pem, mode=0o600)
+    write_atomic(ca_copy, ca_pem, mode=0o644)
+    write_atomic(membership_path(paths), json.dumps(asdict(membership), indent=2).encode())
+
+
+def load_ca(layout: SharedLayout) -> pki.KeyPair:
+    """The cluster CA, key included, from shared storage (the key is root's only)."""
+    try:
+        return pki.KeyPair(cert_pem=layout.ca_cert.read_bytes(), key_pem=layout.ca_key.read_bytes())
+    except OSError as e:
+        raise FailedPrecondition(
+            f"cannot read the cluster CA {e.filename}: {e.strerror} (zsd needs root and the shared "
+            "storage mounted)",
+            field="shared_dir",
+        ) from e
+
+
 def load_cluster_info(layout: SharedLayout) -> ClusterInfo:
     try:
         doc = json.loads(layout.marker.read_text())
@@ -207,13 +229,15 @@ async def init_cluster(
         host_pair = pki.issue_host_cert(
             ca, host_name=host_name, host_id=FOUNDER_HOST_ID, addresses=[address] if address else []
         )
-        cert, key, ca_copy = tls_paths(paths)
-        write_atomic(cert, host_pair.cert_pem, mode=0o644)
-        write_atomic(key, host_pair.key_pem, mode=0o600)
-        write_atomic(ca_copy, ca.cert_pem, mode=0o644)
         write_atomic(layout.marker, json.dumps(asdict(info), indent=2).encode(), mode=0o644)
-        membership = Membership(cluster_uid=uid, host_id=FOUNDER_HOST_ID, shared_dir=str(config.shared_dir))
-        write_atomic(membership_path(paths), json.dumps(asdict(membership), indent=2).encode())
+        write_member_files(
+            paths,
+            host=host_pair,
+            ca_pem=ca.cert_pem,
+            membership=Membership(
+                cluster_uid=uid, host_id=FOUNDER_HOST_ID, shared_dir=str(config.shared_dir)
+            ),
+        )
     finally:
         # The daemon campaigns for itself; init holds nothing after it returns.
         await authority.leave()

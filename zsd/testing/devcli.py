@@ -1,6 +1,6 @@
 """``contrib/devcluster``: the dev cluster's command line (see zsd.testing.devcluster).
 
-    devcluster up N [--state-dir DIR] [--prefix P] [--set KEY=VALUE ...] [--timeout S]
+    devcluster up N [--state-dir DIR] [--prefix P] [--set KEY=VALUE ...] [--timeout S] [--io-timeout S]
     devcluster status [--state-dir DIR]      exit 0 when every host is fine, else 1
     devcluster down [--state-dir DIR] [--prefix P]
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from zsd.testing.devcluster import DEFAULT_PREFIX, DEFAULT_STATE_DIR, DevCluster, DevClusterError
+from zsd.testing.devcluster import DEFAULT_PREFIX, DEFAULT_STATE_DIR, IO_TIMEOUT, DevCluster, DevClusterError
 from zsd.testing.devhosts import MAX_HOSTS, ClusterState
 
 
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         help="extra `zsd run --set` for every host (e.g. log.level=debug)",
     )
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for every zsd to be ready")
+    up.add_argument(
+        "--io-timeout",
+        type=int,
+        default=IO_TIMEOUT,
+        help=f"sanlock io timeout of the cluster lockspace (default {IO_TIMEOUT})",
+    )
     down = sub.add_parser("down", parents=[common], help="stop everything and remove the namespaces")
     down.add_argument(
         "--prefix", default=None, help="namespace prefix when the state dir has no record (default: recorded)"
@@ -68,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, _raise_exit)
             cluster = DevCluster(
-                state_dir=args.state_dir, prefix=args.prefix, zsd_set=args.zsd_set, ready_timeout=args.timeout
+                state_dir=args.state_dir,
+                prefix=args.prefix,
+                zsd_set=args.zsd_set,
+                ready_timeout=args.timeout,
+                io_timeout=args.io_timeout,
             )
             print(json.dumps(cluster.up(args.n), indent=2))
             return 0

@@ -3,8 +3,15 @@
 Each host ``h<i>`` gets its own network namespace (``<prefix>-h<i>``, address
 198.51.100.<10+i>/24 on a bridge in ``<prefix>-fabric``), its own sanlock daemon
 (own run dir, started inside the namespace) and its own ``zsd run`` (own root
-``<state>/h<i>``, API on its unix socket and on ``<address>:7443`` with mutual TLS
-under one dev cluster CA). ``<state>/shared`` stands for shared storage.
+``<state>/h<i>``, API on its unix socket and on ``<address>:7443`` with mutual
+TLS). ``<state>/shared`` stands for shared storage.
+
+The hosts form one real cluster, made the way an operator makes one: h1 runs
+``zsd cluster init`` on the shared directory and its zsd starts (and leads);
+then every other host runs ``zsd cluster join`` with the token init printed and
+its zsd starts. Certificates are the cluster's own: each zsd uses the host
+certificate its init/join wrote, and the operator's client certificate
+(``<state>/client.pem``, for zsctl) comes from ``zsd cluster client-cert``.
 
 Command line (``contrib/devcluster``, implemented in zsd.testing.devcli)::
 
@@ -38,9 +45,11 @@ from typing import Any
 
 import psutil
 
-from zsd.cluster import pki
+from zsd.cluster.bootstrap import SharedLayout, load_cluster_info
+from zsd.cluster.lease import LeaseConfig
 from zsd.cluster.lease.daemon import SanlockDaemon
-from zsd.testing import devcerts, netfabric
+from zsd.cluster.lease.timing import LeaseTiming
+from zsd.testing import netfabric
 from zsd.testing.devhosts import (
     MAX_HOSTS,
     PREFIX_RE,
@@ -64,6 +73,10 @@ DEFAULT_PREFIX = "zsd-dc"
 MARKER = ".zsd-devcluster"
 ZSD_STOP_GRACE = 10.0
 SANLOCK_STOP_GRACE = 2.0
+IO_TIMEOUT = 1
+"""sanlock io timeout of the dev cluster's lockspace: hosts join in seconds, and a lost
+host is declared dead after 8 x 1 + 60 s (sanlock's bounds) rather than 140 s."""
+_TOKEN_LINE = "join token: "
 # What `up` owns in the state dir and may replace; anything else there is left alone.
 _OWNED_FILES = {"shared", "ca.pem", "ca.key", "client.pem", "client.key", STATE_FILE}
 _HOST_DIR_RE = re.compile(r"^h\d+$")
@@ -88,6 +101,7 @@ class DevCluster:
         hook: HostHook | None = None,
         zsd_set: Sequence[str] = (),
         ready_timeout: float = 30.0,
+        io_timeout: int = IO_TIMEOUT,
     ) -> None:
         if not PREFIX_RE.match(prefix):
             raise DevClusterError(
@@ -99,6 +113,7 @@ class DevCluster:
         self._hook = hook
         self._zsd_set = tuple(zsd_set)
         self._ready_timeout = ready_timeout
+        self._io_timeout = io_timeout
         # Only for processes this object started: Popen objects to reap, and the
         # launchers of sanlock daemons. A DevCluster attached to an existing state
         # file has neither and works by pid alone.
@@ -185,8 +200,10 @@ class DevCluster:
     # --- up
 
     def up(self, n: int) -> dict[str, Any]:
-        """Starts ``n`` hosts and waits until every zsd reported READY=1. On any failure
-        everything started so far is stopped and removed, then DevClusterError is raised."""
+        """Starts ``n`` hosts as one cluster and waits until every zsd reported READY=1:
+        h1 founds it (``zsd cluster init``) and starts, then the others join and start.
+        On any failure everything started so far is stopped and removed, then
+        DevClusterError is raised."""
         if not 1 <= n <= MAX_HOSTS:
             raise DevClusterError(f"the number of hosts must be between 1 and {MAX_HOSTS}, not {n}")
         if shutil.which("ip") is None:
@@ -210,7 +227,15 @@ class DevCluster:
         self._state.save()  # before creating anything: a `down` after a killed `up` finds every name
         try:
             self._build()
-            self._start_zsds(list(self.hosts))
+            founder, *others = self.hosts
+            token = self._found(founder)
+            self._start_zsds([founder])
+            # The leader admits one join at a time anyway; each takes well under a second
+            # once the founder announced itself (joins wait for that).
+            for host in others:
+                self._join(host, token)
+            if others:
+                self._start_zsds(others)
         except BaseException as e:
             log.warning("up failed (%s); removing what it started", type(e).__name__)
             try:
@@ -256,13 +281,8 @@ class DevCluster:
                     child.unlink()
 
     def _build(self) -> None:
-        """Certificates, shared dir, network, sanlock daemons (zsd comes after)."""
-        state = self._state
-        ca = devcerts.create_ca(self.prefix)
-        devcerts.write_pair(ca, state.ca, state.ca_key)
-        client = devcerts.issue_client_cert(ca, name=f"{self.prefix}-client")
-        devcerts.write_pair(client, state.client_cert, state.client_key)
-        state.shared_dir.mkdir(mode=0o755)
+        """Shared dir, network, sanlock daemons (the cluster and zsd come after)."""
+        self._state.shared_dir.mkdir(mode=0o755)
         netfabric.create_fabric(self.fabric_netns)
         for host in self.hosts:
             netfabric.add_host(
@@ -272,13 +292,71 @@ class DevCluster:
                 address=host.address,
                 prefixlen=SUBNET.prefixlen,
             )
-            host_cert = pki.issue_host_cert(
-                ca, host_name=host.name, host_id=host.index, addresses=[host.address]
-            )
-            devcerts.write_pair(host_cert, host.tls_cert, host.tls_key)
             self._start_sanlock(host)
             pid = self.host(host).sanlock_pid
             log.info("%s: namespace %s, %s, sanlock pid %s", host.name, host.netns, host.address, pid)
+
+    def _found(self, host: HostInfo) -> str:
+        """``zsd cluster init`` on ``host``, and the operator's client certificate;
+        returns the join token."""
+        shared = self._state.shared_dir
+        init = self._zsd_admin(
+            host, ["cluster", "init", "--shared-dir", str(shared), "--io-timeout", str(self._io_timeout)]
+        )
+        tokens = [
+            line.removeprefix(_TOKEN_LINE) for line in init.splitlines() if line.startswith(_TOKEN_LINE)
+        ]
+        if len(tokens) != 1:
+            raise DevClusterError(f"{host.name}: `zsd cluster init` printed no join token:\n{init}")
+        # Outside any namespace: it only reads the CA on shared storage.
+        argv = [str(self._zsd_bin), "cluster", "client-cert", "--shared-dir", str(shared)]
+        argv += ["--name", f"{self.prefix}-client", "--out", str(self.state_dir)]
+        client = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if client.returncode != 0:
+            raise DevClusterError(f"`zsd cluster client-cert` failed:\n{client.stderr}")
+        log.info("%s: founded the cluster in %s", host.name, shared)
+        return tokens[0]
+
+    def _join(self, host: HostInfo, token: str) -> None:
+        args = ["cluster", "join", "--shared-dir", str(self._state.shared_dir), "--token", token]
+        args += ["--timeout", f"{self._ready_timeout:g}"]
+        out = self._zsd_admin(host, args, timeout=self._ready_timeout + 30)
+        log.info("%s: %s", host.name, out.splitlines()[0] if out else "joined")
+
+    def _zsd_admin(self, host: HostInfo, args: list[str], *, timeout: float = 120.0) -> str:
+        """Runs ``zsd <args>`` inside the host (its namespace, root, name, address and
+        sanlock daemon) as an operator would; its output also goes to the host's log.
+        Returns stdout; DevClusterError when it fails."""
+        argv = ["ip", "netns", "exec", host.netns, str(self._zsd_bin), *args, "--root", str(host.root)]
+        argv += ["--set", f"host.name={host.name}", "--set", f"host.address={host.address}"]
+        host.root.mkdir(parents=True, exist_ok=True)
+        try:
+            done = subprocess.run(
+                argv,
+                env=self._host_env(host),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise DevClusterError(f"{host.name}: `zsd {' '.join(args[:2])}` took over {timeout:g} s") from e
+        with host.log_path.open("a") as log_file:
+            log_file.write(f"--- devcluster: zsd {' '.join(args[:2])} at {time.ctime()} ---\n")
+            log_file.write(done.stderr + done.stdout)
+        if done.returncode != 0:
+            raise DevClusterError(
+                f"{host.name}: `zsd {' '.join(args[:2])}` exited with status {done.returncode}:\n"
+                f"{done.stderr.strip()}"
+            )
+        return done.stdout
 
     def _start_sanlock(self, host: HostInfo) -> None:
         # Run sanlock inside the host's namespace (realism; it does not need the network):
@@ -300,13 +378,12 @@ class DevCluster:
         self._update(host.name, sanlock=ProcRef.of(daemon.pid))
 
     def _zsd_argv(self, host: HostInfo, extras: ZsdExtras) -> list[str]:
+        # No api.* settings: a member's zsd serves mutual TLS on <address>:7443
+        # (host.endpoint_tcp) with the certificate its init/join wrote and the cluster
+        # CA for clients. (Setting api.tcp_listen alone is refused without api.tls_*.)
         sets = [
             f"host.name={host.name}",
             f"host.address={host.address}",
-            f"api.tcp_listen={host.endpoint_tcp}",
-            f"api.tls_cert={host.tls_cert}",
-            f"api.tls_key={host.tls_key}",
-            f"api.tls_client_ca={self.ca}",
             "hypervisor.kind=qemu",
             *self._zsd_set,  # later --set wins: the caller's overrides
         ]
@@ -315,21 +392,26 @@ class DevCluster:
             argv += ["--set", s]
         return argv + list(extras.args)
 
-    def _zsd_env(self, host: HostInfo, notify: Path, extras: ZsdExtras) -> dict[str, str]:
+    def _host_env(self, host: HostInfo) -> dict[str, str]:
         # Our own environment minus anything that would configure zsd or point it at
-        # another supervisor or sanlock daemon.
+        # another supervisor or sanlock daemon; plus the host's sanlock daemon.
         env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("ZSD_", "NOTIFY_", "WATCHDOG_", "SANLOCK_", "LISTEN_"))
         }
-        env["NOTIFY_SOCKET"] = str(notify)
         env.update(SanlockDaemon(run_dir=host.sanlock_run_dir).client_env)
+        return env
+
+    def _zsd_env(self, host: HostInfo, notify: Path, extras: ZsdExtras) -> dict[str, str]:
+        env = self._host_env(host)
+        env["NOTIFY_SOCKET"] = str(notify)
         env.update(extras.env)
         return env
 
-    def _start_zsds(self, hosts: list[HostInfo]) -> None:
-        """Starts zsd on ``hosts`` at once, then waits for READY=1 from each."""
+    def _start_zsds(self, hosts: list[HostInfo], *, extra_wait: float = 0.0) -> None:
+        """Starts zsd on ``hosts`` at once, then waits for READY=1 from each (up to the
+        ready timeout plus ``extra_wait``)."""
         waiting: list[tuple[HostInfo, NotifySocket, subprocess.Popen[bytes]]] = []
         try:
             for host in hosts:
@@ -352,14 +434,15 @@ class DevCluster:
                 self._children[proc.pid] = proc
                 waiting.append((host, notify, proc))
                 self._update(host.name, zsd=_ref_of(proc.pid))
-            deadline = time.monotonic() + self._ready_timeout
+            timeout = self._ready_timeout + extra_wait
+            deadline = time.monotonic() + timeout
             failures = []
             for host, notify, proc in waiting:
                 if not notify.wait_for("READY=1", deadline=deadline, alive=functools.partial(_running, proc)):
                     why = (
                         f"zsd exited with status {proc.returncode}"
                         if proc.poll() is not None
-                        else f"no READY=1 within {self._ready_timeout:g} s"
+                        else f"no READY=1 within {timeout:g} s"
                     )
                     failures.append(
                         f"{host.name}: {why}; last lines of {host.log_path}:\n{_tail(host.log_path)}"
@@ -484,10 +567,12 @@ class DevCluster:
     def restart_zsd(self, host: HostRef) -> HostInfo:
         """Stops the host's zsd (SIGTERM, SIGKILL after 10 s; also when stopped or dead)
         and starts it again; returns once it is ready, with the new pid."""
-        h = self.host(host)
+        return self._restart_zsd(self.host(host), extra_wait=0.0)
+
+    def _restart_zsd(self, h: HostInfo, *, extra_wait: float) -> HostInfo:
         if h.zsd is not None:
             terminate([h.zsd], grace=ZSD_STOP_GRACE, reap=self._reap)
-        self._start_zsds([h])
+        self._start_zsds([h], extra_wait=extra_wait)
         return self.host(h)
 
     def cut_link(self, host: HostRef) -> None:
@@ -510,13 +595,25 @@ class DevCluster:
 
     def restart_host(self, host: HostRef) -> HostInfo:
         """Brings a host back after ``kill_host`` (or any fault): link up, sanlock
-        started if it is not running, zsd restarted."""
+        started if it is not running, zsd restarted. After a lost sanlock this takes
+        sanlock's host-dead time (see below)."""
         h = self.host(host)
         self.restore_link(h)
         if h.sanlock is None or not h.sanlock.alive():
             self._stop_sanlock(h)  # forget the dead one, remove its socket
             self._start_sanlock(h)
+            # The lost host never released its host-id lease: sanlock lets the new
+            # daemon take it only once it has expired (host_dead, ~70 s at io timeout
+            # 1), and zsd is ready only after joining the lockspace.
+            timing = self._lease_timing()
+            return self._restart_zsd(self.host(h), extra_wait=timing.host_dead + timing.join_max)
         return self.restart_zsd(h)
+
+    def _lease_timing(self) -> LeaseTiming:
+        # From the cluster itself: a DevCluster attached from another process was not
+        # told the io timeout.
+        info = load_cluster_info(SharedLayout(root=self.shared_dir))
+        return LeaseConfig(shared_dir=self.shared_dir, io_timeout=info.io_timeout).timing
 
     def _reap_all(self) -> None:
         self._reap()

@@ -64,14 +64,6 @@ class HostInfo:
         return self.root / "run/sanlock"
 
     @property
-    def tls_cert(self) -> Path:
-        return self.root / "etc/zsd/tls/host.pem"
-
-    @property
-    def tls_key(self) -> Path:
-        return self.root / "etc/zsd/tls/host.key"
-
-    @property
     def log_path(self) -> Path:
         return self.root / "zsd.log"
 
@@ -177,7 +169,7 @@ class HostStatus:
 @dataclass(frozen=True, kw_only=True)
 class ZsdExtras:
     """What a per-host hook adds to one ``zsd run`` (the extension point for
-    ``zsd cluster init/join`` wiring, libvirtd per host, ...)."""
+    libvirtd per host, extra settings, ...)."""
 
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -197,10 +189,6 @@ class ClusterState:
     @property
     def ca(self) -> Path:
         return self.state_dir / "ca.pem"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.state_dir / "ca.key"
 
     @property
     def client_cert(self) -> Path:
