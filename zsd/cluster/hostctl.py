@@ -27,7 +27,7 @@ from zsd.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 KIND_VM = "vm"
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_.-]{0,63}$")
-_MAX_LABELS = 64
+_MAX_LABELS = 256
 _RACE_RETRIES = 8
 
 

@@ -216,7 +216,7 @@ class Host(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Operator labels (keys and values: up to 63 of [a-z0-9_.-], keys start with a letter)."""
+        """Operator labels, at most 256 (keys and values: up to 63 of [a-z0-9_.-], keys start with a letter)."""
 
     def __init__(
         self,
