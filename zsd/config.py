@@ -64,6 +64,9 @@ class Config:
     facts_interval: float = 60.0
     # SWIM membership: UDP for gossip, TCP on the same number for state exchange.
     gossip_port: int = 7946
+    # A host with no membership founds its own cluster of one on first start
+    # (when a sanlock daemon answers); see zsd.cluster.autoinit.
+    auto_init: bool = False
     source: tuple[str, ...] = field(default=())
 
 
@@ -118,6 +121,15 @@ def _int_range(lo: int, hi: int) -> Callable[[object], int]:
     return parse
 
 
+def _bool(v: object) -> bool:
+    # TOML gives bool; env and --set give str.
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    raise ValueError
+
+
 def _listen(v: object) -> str | None:
     s = _str(v).strip()
     if not s:
@@ -158,6 +170,7 @@ def _schema(hostname: str) -> dict[str, _Key]:
     return {
         "cluster.name": _Key(_host_name, "an RFC 1123 label: a-z, 0-9 and '-', 1-63 chars", "zsd"),
         "cluster.gossip_port": _Key(_int_range(1, 65535), "a port number between 1 and 65535", 7946),
+        "cluster.auto_init": _Key(_bool, "true or false", False),
         "host.name": _Key(_host_name, "an RFC 1123 label: a-z, 0-9 and '-', 1-63 chars", hostname),
         "host.address": _Key(_address, "an IPv4 or IPv6 address, or empty for automatic", ""),
         "api.socket": _Key(_opt_path, "an absolute path, or empty for <root>/run/zsd/zsd.sock", ""),
@@ -295,5 +308,6 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         log_level=v["log.level"],
         facts_interval=v["host.facts_interval"],
         gossip_port=v["cluster.gossip_port"],
+        auto_init=v["cluster.auto_init"],
         source=sources,
     )

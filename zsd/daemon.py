@@ -33,6 +33,7 @@ from zsd.api.services.hosts import HostMessageCache, HostService
 from zsd.api.services.operations import OperationService
 from zsd.api.services.peer import Authorize, PeerService
 from zsd.cluster import peerclient
+from zsd.cluster.autoinit import found_cluster_of_one
 from zsd.cluster.bootstrap import (
     Membership,
     SharedLayout,
@@ -42,9 +43,9 @@ from zsd.cluster.bootstrap import (
     tls_paths,
 )
 from zsd.cluster.control import ClusterControl
-from zsd.cluster.controlplane import ControlPlane, run_control_plane
+from zsd.cluster.controlplane import AuthorityFactory, ControlPlane, run_control_plane, sanlock_authority
 from zsd.cluster.gossip import MAX_LEAVE_TIMEOUT, Gossip
-from zsd.cluster.identity import ClusterIdentity, cluster_identity, host_identity
+from zsd.cluster.identity import ClusterIdentity, HostIdentity, cluster_identity, host_identity
 from zsd.cluster.leadership import Leadership, LeadershipState
 from zsd.cluster.liveness import LeaseWatcher
 from zsd.cluster.local import LocalCluster
@@ -82,6 +83,7 @@ class DaemonDeps:
     # Re-reads the configuration from the sources it was first read from.
     reload: Callable[[], Config]
     environ: dict[str, str]
+    make_authority: AuthorityFactory = sanlock_authority
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,21 +166,19 @@ async def serve(deps: DaemonDeps) -> None:
     paths = Paths(root=config.root)
     notify("STATUS=starting")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        host_ident = host_identity(paths.identity_file)
-        membership = load_membership(paths)
-        if membership is None:
-            cluster_ident = cluster_identity(paths.cluster_file, default_name=config.cluster_name)
-        else:
-            info = load_cluster_info(SharedLayout(root=Path(membership.shared_dir)))
-            cluster_ident = ClusterIdentity(uid=info.uid, name=info.name, created=info.created)
-            host_ident = replace(host_ident, host_id=membership.host_id)
+        host_ident, cluster_ident, membership = await _identities(deps, paths)
         async with open_api_thread() as bridge, trio.open_nursery() as nursery:
             life = _Lifecycle(deps=deps, config=config, startup=nursery.cancel_scope)
             nursery.start_soon(life.handle_signals, signals)
             plane: ControlPlane | None = None
             if membership is not None:
                 plane = await nursery.start(
-                    partial(run_control_plane, membership=membership, status=lambda s: notify(f"STATUS={s}"))
+                    partial(
+                        run_control_plane,
+                        membership=membership,
+                        status=lambda s: notify(f"STATUS={s}"),
+                        make_authority=deps.make_authority,
+                    )
                 )
             leadership = plane.leadership if plane is not None else None
             notify("STATUS=collecting host inventory")
@@ -393,6 +393,32 @@ def _advertised(listen: str, address: str) -> str:
     if host.strip("[]") in ("0.0.0.0", "::", ""):
         host = _bracket(address)
     return f"{host}:{port}"
+
+
+async def _identities(
+    deps: DaemonDeps, paths: Paths
+) -> tuple[HostIdentity, ClusterIdentity, Membership | None]:
+    """This host's and its cluster's identities, and its membership (founding the
+    cluster of one first when configured to)."""
+    config, notify = deps.config, deps.notifier.notify
+    host_ident = host_identity(paths.identity_file)
+    membership = load_membership(paths)
+    if membership is None and config.auto_init:
+        notify("STATUS=founding the cluster of one")
+        membership = await found_cluster_of_one(
+            paths=paths,
+            cluster_name=config.cluster_name,
+            host_name=config.host_name,
+            address=config.host_address,
+            environ=deps.environ,
+            make_authority=deps.make_authority,
+            progress=lambda line: notify(f"STATUS={line}"),
+        )
+    if membership is None:
+        return host_ident, cluster_identity(paths.cluster_file, default_name=config.cluster_name), None
+    info = load_cluster_info(SharedLayout(root=Path(membership.shared_dir)))
+    cluster_ident = ClusterIdentity(uid=info.uid, name=info.name, created=info.created)
+    return replace(host_ident, host_id=membership.host_id), cluster_ident, membership
 
 
 class _Lifecycle:

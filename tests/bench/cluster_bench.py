@@ -28,11 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from tests.integration.clusterload import label_write, run_load
 from zsd.cluster.lease import LeaseConfig
 from zsd.testing.devcluster import DevCluster
-from zsd.v1 import cluster_pb2, cluster_pb2_grpc
+from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc
 
 LABEL_HOST = "h1"
 
@@ -63,14 +64,28 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def latencies(endpoint: str, count: int, prefix: str) -> list[float]:
+    """Each write changes a value (a new revision); 20 keys keep the host's labels few."""
     out = []
     for i in range(count):
         start = time.perf_counter()
+        key = f"{prefix}{i % 20}"
         label_write(
-            endpoint, host=LABEL_HOST, key=f"{prefix}{i}", value="1", request_id=str(uuid.uuid4()), timeout=10
+            endpoint, host=LABEL_HOST, key=key, value=str(i), request_id=str(uuid.uuid4()), timeout=10
         )
         out.append(time.perf_counter() - start)
     return out
+
+
+def clear_labels(endpoint: str) -> None:
+    """Hosts hold at most 256 labels: each phase starts from none."""
+    with grpc.insecure_channel(endpoint) as channel:
+        host_pb2_grpc.HostServiceStub(channel).UpdateHost(
+            host_pb2.UpdateHostRequest(
+                host=host_pb2.Host(name=f"hosts/{LABEL_HOST}"),
+                update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+            ),
+            timeout=30,
+        )
 
 
 def first_write_after(endpoint: str, started: float, give_up: float) -> float:
@@ -131,6 +146,7 @@ def run(ns: argparse.Namespace, state: Path) -> list[str]:
             ("through the leader", [dc.host(lead).endpoint_unix]),
             ("through followers", followers),
         ):
+            clear_labels(dc.host(lead).endpoint_unix)
             started = time.monotonic()
             result = run_load(
                 endpoints, host=LABEL_HOST, count=ns.writes, threads=8, prefix=f"t{len(throughput)}-"
@@ -143,6 +159,7 @@ def run(ns: argparse.Namespace, state: Path) -> list[str]:
         lines.append(f"{'followers / leader':<28}{throughput[1][1] / throughput[0][1]:>7.2f}x")
         lines.append("")
 
+        clear_labels(dc.host(lead).endpoint_unix)
         info = LeaseConfig(shared_dir=dc.shared_dir, lockspace="bench", io_timeout=1).timing
         failovers = []
         for _ in range(ns.runs):

@@ -17,6 +17,7 @@ import pytest
 from tests.integration.zsdproc import start_zsd, zsctl
 from zsd.cluster.lease.daemon import SanlockDaemon
 from zsd.cluster.store import ClusterDb, verify
+from zsd.paths import Paths
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -195,3 +196,36 @@ def test_member_state_labels_watch_and_consistent_reads(tmp_path: Path, sanlock:
     finally:
         assert zsd.stop() == 0
     assert verify(shared / "cluster.db") == ()
+
+
+def test_a_host_founds_its_cluster_of_one_on_first_start(tmp_path: Path, sanlock: SanlockDaemon) -> None:
+    """cluster.auto_init (what contrib/run sets): no init command, a real cluster of one;
+    a restart keeps it; without a sanlock daemon zsd stays the embedded cluster of one."""
+    root = tmp_path / "root"
+    auto = (*HOST, "--set", "cluster.auto_init=true")
+    zsd = start_zsd(root, *auto, env=sanlock.client_env)
+    try:
+        zsd.wait_for("READY=1", timeout=90)
+        first = leader(zsd.endpoint)
+        assert first["leader"]["host"] == "hosts/m1"  # type: ignore[index]
+        out = zsctl(zsd.endpoint, "-o", "json", "host", "label", "m1", "rack=r1")
+        assert out.returncode == 0, out.stderr
+    finally:
+        assert zsd.stop() == 0
+    assert (Paths(root=root).state_dir / "cluster" / "cluster.db").is_file()
+    again = start_zsd(root, *auto, env=sanlock.client_env)
+    try:
+        again.wait_for("READY=1", timeout=90)
+        doc = leader(again.endpoint)
+        assert doc["uid"] == first["uid"]
+        shown = zsctl(again.endpoint, "-o", "json", "host", "show", "m1")
+        assert json.loads(shown.stdout)["labels"] == {"rack": "r1"}
+    finally:
+        assert again.stop() == 0
+
+    lone = start_zsd(tmp_path / "lone", *auto, env={"SANLOCK_RUN_DIR": str(tmp_path / "nowhere")})
+    try:
+        lone.wait_for("READY=1", timeout=60)
+        assert "running as the embedded cluster of one" in lone.log()
+    finally:
+        assert lone.stop() == 0
