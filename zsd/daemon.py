@@ -56,9 +56,10 @@ from zsd.cluster.pki import CertKind
 from zsd.cluster.records import KIND_HOST, HostEntry
 from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, Snapshot
+from zsd.cluster.swim.codec import encode_meta
 from zsd.cluster.swim.member import Address, Capacity, HostMeta
 from zsd.config import ApiConfig, Config, TlsConfig
-from zsd.errors import ConfigError, PermissionDenied
+from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
 from zsd.paths import Paths
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
@@ -307,7 +308,7 @@ async def _start_member(
     await nursery.start(runtime.run)
     await nursery.start(leases.run)
     await nursery.start(gossip.run)
-    nursery.start_soon(_announce_leader, gossip, gossip_meta, leadership, replica)
+    nursery.start_soon(_announce, gossip, gossip_meta, leadership, replica, config.host_name)
     return replace(core, member=runtime, tls=tls), api_config
 
 
@@ -346,21 +347,42 @@ def _gossip(
     return gossip, meta
 
 
-async def _announce_leader(gossip: Gossip, meta: HostMeta, leadership: Leadership, replica: Replica) -> None:
-    """Members tell each other whom they believe leads (HostMeta.leader)."""
+def _fitting(meta: HostMeta) -> HostMeta:
+    """``meta`` with as many labels as fit in a gossip packet's metadata (512 bytes):
+    labels are a convenience for peers; the cluster state holds them all."""
+    labels = meta.labels
+    while True:
+        candidate = dataclasses.replace(meta, labels=labels)
+        try:
+            encode_meta(candidate)
+        except InvalidArgument:
+            if not labels:
+                raise
+            labels = labels[: len(labels) // 2]
+            continue
+        return candidate
+
+
+async def _announce(
+    gossip: Gossip, meta: HostMeta, leadership: Leadership, replica: Replica, host_name: str
+) -> None:
+    """Keeps this host's gossip metadata current: whom it believes leads (and in
+    which epoch) and its labels, from the state copy."""
     current = meta
     while True:
         state = leadership.state
-        leader = ""
+        leader, labels = "", current.labels
         for record in replica.cache.list(KIND_HOST):
             entry = HostEntry.decode(record.data)
             if entry.host_id == state.leader_host_id:
                 leader = entry.name
-        wanted = dataclasses.replace(meta, leader=leader, leader_epoch=state.epoch)
+            if entry.name == host_name:
+                labels = entry.labels
+        wanted = _fitting(dataclasses.replace(meta, leader=leader, leader_epoch=state.epoch, labels=labels))
         if wanted != current:  # every update is a new incarnation gossiped to all
             gossip.update_meta(wanted)
             current = wanted
-        with trio.move_on_after(5):  # the leader's name may arrive with the state copy
+        with trio.move_on_after(2):  # names and labels arrive with the state copy
             await leadership.wait_changed()
 
 

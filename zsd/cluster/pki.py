@@ -382,8 +382,8 @@ def new_join_token(*, cluster_uid: str, ca: KeyPair) -> JoinToken:
 def parse_join_token(text: str) -> JoinToken:
     if not text.startswith(_TOKEN_PREFIX):
         raise InvalidArgument(
-            f"not a zsd join token (it starts with {_TOKEN_PREFIX!r}); copy the token "
-            "`zsd cluster init` printed, or make a new one with `zsd cluster token`",
+            f"not a zsd join token (it starts with {_TOKEN_PREFIX!r}); copy the whole token "
+            "`zsd cluster init` printed",
             field="token",
         )
     body = text[len(_TOKEN_PREFIX) :]

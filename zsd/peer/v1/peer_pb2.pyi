@@ -214,7 +214,7 @@ class JoinRequest(_message.Message):
     CSR_PEM_FIELD_NUMBER: _builtins.int
     HOST_UID_FIELD_NUMBER: _builtins.int
     token: _builtins.str
-    """The token printed by `zsd cluster init` / `zsd cluster token`."""
+    """The token printed by `zsd cluster init`."""
     host_name: _builtins.str
     """The joining host's name (an RFC 1123 label)."""
     address: _builtins.str
