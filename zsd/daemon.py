@@ -303,7 +303,7 @@ async def _start_member(
         leadership=leadership,
         control=control,
         own_host=own_host,
-        on_removed=lambda: life.removed(paths),
+        on_removed=lambda: life.removed(paths, plane),
     )
     await nursery.start(runtime.run)
     await nursery.start(leases.run)
@@ -455,9 +455,11 @@ class _Lifecycle:
         self._status = ""
         self.stopping = trio.Event()
 
-    def removed(self, paths: Paths) -> None:
-        """The cluster removed this host: keep the membership file for the record
-        (renamed), and stop; started again, zsd runs as a cluster of one."""
+    def removed(self, paths: Paths, plane: ControlPlane) -> None:
+        """The cluster removed this host: release its host id, keep the membership
+        file for the record (renamed), and stop; started again, zsd runs as a
+        cluster of one."""
+        plane.leaving.set()
         path = membership_path(paths)
         with contextlib.suppress(FileNotFoundError):
             path.rename(path.with_name(f"{path.name}.removed-{int(time.time())}"))

@@ -30,6 +30,9 @@ class ControlPlane:
     leadership: Leadership
     authority: Authority
     """Joined with this host's id (host-lease states of all hosts come from it)."""
+    leaving: trio.Event
+    """Set when the cluster removed this host: its host-id lease is released on the
+    way out (not kept for a restart), so the id can be given to another host."""
 
 
 def sanlock_authority(config: LeaseConfig) -> Authority:
@@ -47,6 +50,7 @@ async def run_control_plane(
     info = await trio.to_thread.run_sync(load_cluster_info, layout)
     config = LeaseConfig(shared_dir=layout.root, lockspace=info.lockspace, io_timeout=info.io_timeout)
     authority = make_authority(config)
+    leaving = trio.Event()
     try:
         bounds = config.timing
         status(
@@ -60,7 +64,11 @@ async def run_control_plane(
                 f"leading, epoch {state.epoch}" if state.leading else f"following host {state.leader_host_id}"
             )
             log.info("control plane up: %s", role)
-            task_status.started(ControlPlane(leadership=leadership, authority=authority))
+            task_status.started(ControlPlane(leadership=leadership, authority=authority, leaving=leaving))
     finally:
         with trio.CancelScope(shield=True):
+            if leaving.is_set():
+                with trio.move_on_after(5):
+                    await authority.leave()
+                    log.info("left lockspace %s: host id %d released", info.lockspace, membership.host_id)
             await authority.aclose()
