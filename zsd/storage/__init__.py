@@ -1,0 +1,1 @@
+"""Storage: pool drivers, images, volumes and snapshots (issue 4; being built)."""
