@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,9 @@ from zsd.cluster.lease.authority import HostStatus
 from zsd.cluster.records import KIND_HOST, KIND_HOST_STATUS, HostEntry
 from zsd.cluster.replica import LeadershipSource, Replica
 from zsd.cluster.store import ChangeSet, Mutation, ResyncRequired, Snapshot, StoreService
-from zsd.errors import FailedPrecondition, NotFound, Unavailable
+from zsd.errors import FailedPrecondition, NotFound, Unavailable, ZsdError
+
+log = logging.getLogger(__name__)
 
 GossipStates = Callable[[], Mapping[str, str]]
 """Host name -> gossip state ("alive", "suspect", "dead", "left") as this host sees it."""
@@ -172,12 +175,13 @@ class ClusterControl:
         return tuple(ClusterOp.decode(r.data) for r in self.replica.cache.list(KIND_OPERATION))
 
     async def run_terms(self) -> None:
-        """Runs the cluster operations of each term this host leads."""
+        """Runs the cluster operations and the store's upkeep of each term this host leads."""
         while True:
             state = self._leadership.state
             if state.leading and state.store is not None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.ops.run_term, state.store)
+                    nursery.start_soon(compact_periodically, state.store)
                     await self._leadership.wait_changed()
                     nursery.cancel_scope.cancel()
             else:
@@ -198,3 +202,22 @@ async def _remove_host(store: StoreService, op: ClusterOp) -> Sequence[Mutation]
     params = json.loads(op.params)
     # Draining VMs off the host comes with compute; with force they are left to HA.
     return await hostctl.removal(store, host=str(params["host"]), force=bool(params["force"]))
+
+
+COMPACT_INTERVAL = 300.0
+COMPACT_KEEP = 10_000
+"""Revisions of change log kept: a follower further behind than this resyncs from a
+snapshot (cheap at this size); request ids expire by age (StoreOptions)."""
+
+
+async def compact_periodically(
+    store: StoreService, *, interval: float = COMPACT_INTERVAL, keep: int = COMPACT_KEEP
+) -> None:
+    while True:
+        await trio.sleep(interval)
+        try:
+            compacted = await store.compact(keep=keep)
+        except ZsdError as e:
+            log.warning("compacting cluster.db failed (will retry): %s", e)
+            continue
+        log.debug("cluster.db change log compacted up to revision %d", compacted)

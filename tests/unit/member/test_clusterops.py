@@ -129,3 +129,24 @@ async def test_no_term_no_start(store: StoreService) -> None:
     with pytest.raises(Unavailable) as e:
         await ops.start(verb="Mark", target="t", request_id="r", params={}, fingerprint=b"")
     assert e.value.reason == "NOT_LEADER"
+
+
+async def test_the_leader_compacts_the_change_log_periodically(store: StoreService) -> None:
+    from zsd.cluster.control import compact_periodically
+    from zsd.cluster.store import Compacted
+
+    for i in range(20):
+        await store.commit([Put(kind="k", name=str(i), data=b"")])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: compact_periodically(store, interval=0.01, keep=5))
+        with trio.fail_after(5):
+            while True:
+                try:
+                    await store.changes_since(0)
+                except Compacted:
+                    break
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert len(await store.changes_since(15)) == 5
+    with pytest.raises(Compacted):
+        await store.changes_since(14)
