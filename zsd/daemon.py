@@ -64,6 +64,7 @@ from zsd.host.inventory import Collector, Inventory
 from zsd.paths import Paths
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
 from zsd.util.apithread import Bridge, open_api_thread
+from zsd.util.netaddr import advertised
 from zsd.util.notify import Notifier, watchdog_interval
 from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc, operation_pb2, operation_pb2_grpc
 
@@ -431,7 +432,7 @@ async def _identities(
             paths=paths,
             cluster_name=config.cluster_name,
             host_name=config.host_name,
-            address=config.host_address,
+            address=advertised(config.host_address),
             environ=deps.environ,
             make_authority=deps.make_authority,
             progress=lambda line: notify(f"STATUS={line}"),

@@ -143,6 +143,7 @@ def _cluster_init(ns: argparse.Namespace) -> int:
     from zsd.cluster.controlplane import sanlock_authority
     from zsd.cluster.lease import LeaseConfig
     from zsd.paths import Paths
+    from zsd.util.netaddr import advertised
 
     config = _load(ns)
     lease = LeaseConfig(shared_dir=ns.shared_dir.resolve(), io_timeout=ns.io_timeout)
@@ -155,7 +156,7 @@ def _cluster_init(ns: argparse.Namespace) -> int:
                 paths=Paths(root=config.root),
                 name=config.cluster_name,
                 host_name=config.host_name,
-                address=config.host_address,
+                address=advertised(config.host_address),
                 progress=lambda line: print(line, file=sys.stderr),
             )
         finally:
@@ -171,6 +172,7 @@ def _cluster_init(ns: argparse.Namespace) -> int:
 def _cluster_join(ns: argparse.Namespace) -> int:
     from zsd.cluster.join import JoinSpec, join_cluster
     from zsd.paths import Paths
+    from zsd.util.netaddr import advertised
 
     config = _load(ns)
     result = join_cluster(
@@ -178,7 +180,7 @@ def _cluster_join(ns: argparse.Namespace) -> int:
             shared_dir=ns.shared_dir.resolve(),
             token=ns.token,
             host_name=config.host_name,
-            address=config.host_address,
+            address=advertised(config.host_address),
             timeout=ns.timeout,
         ),
         paths=Paths(root=config.root),
