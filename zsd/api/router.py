@@ -53,10 +53,6 @@ class LeaderView:
     epoch: int
 
 
-LOCAL_ONLY = LeaderView(leading=True, target=None, epoch=0)
-"""The embedded cluster of one: everything runs here."""
-
-
 class Router:
     """Used on the API thread's event loop."""
 

@@ -23,7 +23,7 @@ from zsd.cluster.lease.authority import HostStatus
 from zsd.cluster.records import KIND_HOST, KIND_HOST_STATUS, HostEntry
 from zsd.cluster.replica import LeadershipSource, Replica
 from zsd.cluster.store import ChangeSet, Mutation, ResyncRequired, Snapshot, StoreService
-from zsd.errors import FailedPrecondition, NotFound, Unavailable, ZsdError
+from zsd.errors import NotFound, Unavailable, ZsdError
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,6 @@ class ClusterControl:
     async def report_status(self, *, host: str, status: bytes) -> int:
         committed = await hostctl.report_status(self.store(), host=host, status=status)
         return committed.revision
-
-    def require_member(self, name: str) -> HostEntry:
-        record = self.replica.cache.get(KIND_HOST, name)
-        if record is None:
-            raise FailedPrecondition(f"hosts/{name} is not a member of this cluster", field="name")
-        return HostEntry.decode(record.data)
 
 
 async def _remove_host(store: StoreService, op: ClusterOp) -> Sequence[Mutation]:

@@ -22,14 +22,14 @@ from zsd.api.router import LeaderView
 from zsd.api.status import from_rpc_error
 from zsd.cluster import peerclient, pki
 from zsd.cluster.admission import JoinApplication, admit
-from zsd.cluster.bootstrap import SharedLayout, load_cluster_info
+from zsd.cluster.bootstrap import SharedLayout, load_ca, load_cluster_info
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.leaderhint import LeaderHint, read_hint, write_hint
 from zsd.cluster.leadership import LeadershipState
 from zsd.cluster.peerclient import PeerTarget, PeerTls
 from zsd.cluster.records import KIND_HOST, HostEntry
 from zsd.cluster.replica import LeadershipSource
-from zsd.errors import Unavailable, ZsdError
+from zsd.errors import ZsdError
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
 from zsd.v1 import host_pb2
 
@@ -72,13 +72,9 @@ class MemberRuntime:
         layout = SharedLayout(root=self._settings.shared_dir)
 
         def load() -> tuple[pki.KeyPair, str]:
-            ca = pki.KeyPair(cert_pem=layout.ca_cert.read_bytes(), key_pem=layout.ca_key.read_bytes())
-            return ca, load_cluster_info(layout).uid
+            return load_ca(layout), load_cluster_info(layout).uid
 
-        try:
-            ca, cluster_uid = await trio.to_thread.run_sync(load)
-        except OSError as e:
-            raise Unavailable(f"cannot read the cluster CA on shared storage: {e}", reason="NO_CA") from e
+        ca, cluster_uid = await trio.to_thread.run_sync(load)
         admission = await admit(
             store,
             ca=ca,
