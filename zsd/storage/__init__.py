@@ -1,1 +1,0 @@
-"""Storage: pool drivers, images, volumes and snapshots (issue 4; being built)."""
