@@ -10,7 +10,9 @@ stepped down, the call waits for the next leader and is sent again until the
 call's deadline: safe because every mutation carries a request_id (servicers
 assign one when the client did not), which the store deduplicates across leader
 changes. A forwarded call is never forwarded again: a host that is no longer
-leader answers UNAVAILABLE NOT_LEADER and the forwarding host retries.
+leader answers UNAVAILABLE NOT_LEADER and the forwarding host retries. A leader
+that finds itself fenced by a newer epoch (it has not noticed losing its lease
+yet) wrote nothing, so that is NOT_LEADER too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import grpc
 
 from zsd.api.status import from_rpc_error
 from zsd.cluster.peerclient import PeerTarget
-from zsd.errors import DeadlineExceeded, Unavailable
+from zsd.cluster.store.errors import Fenced
+from zsd.errors import DeadlineExceeded, Unavailable, ZsdError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ class Router:
             view = self._leader()
             try:
                 if view.leading:
-                    response, revision = await local()
+                    response, revision = await _run_local(local)
                 else:
                     target = _forward_target(view, forwarded=forwarded)
                     response, revision = await self._forward(
@@ -133,9 +136,25 @@ class Router:
             code = e.code()
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise DeadlineExceeded(f"the leader did not answer in time: {e.details()}") from e
-            raise from_rpc_error(code, e.details() or "", e.trailing_metadata() or ()) from e
+            err = from_rpc_error(code, e.details() or "", e.trailing_metadata() or ())
+            raise _not_leader_if_fenced(err) from e
         revision = next((int(v) for k, v in trailing or () if k == REVISION and str(v).isdigit()), 0)
         return response, revision
+
+
+async def _run_local(local: Callable[[], Awaitable[tuple[Resp, int]]]) -> tuple[Resp, int]:
+    try:
+        return await local()
+    except Fenced as e:
+        raise _not_leader_if_fenced(e) from e
+
+
+def _not_leader_if_fenced(err: ZsdError) -> ZsdError:
+    # The store checks the epoch before writing anything, so a fenced call had no
+    # effect and may run again on the new leader.
+    if err.reason == Fenced.default_reason:
+        return Unavailable(f"this host was deposed as leader: {err.message}", reason="NOT_LEADER")
+    return err
 
 
 def _forward_target(view: LeaderView, *, forwarded: bool) -> PeerTarget:

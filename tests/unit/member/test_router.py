@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from zsd.api.router import FORWARDED, REVISION, LeaderView, Router
 from zsd.api.status import from_rpc_error, to_rpc_status
 from zsd.cluster.peerclient import PeerTarget
+from zsd.cluster.store.errors import Fenced
 from zsd.errors import InvalidArgument, Unavailable, ZsdError
 from zsd.v1 import host_pb2
 
@@ -84,12 +85,19 @@ class Follower:
 
 
 async def call(
-    follower: Follower, *, forwarded: bool = False, timeout: float = 5.0
+    follower: Follower,
+    *,
+    forwarded: bool = False,
+    timeout: float = 5.0,
+    local_fails: list[ZsdError] | None = None,
 ) -> tuple[host_pb2.Host, str]:
     router = follower.router()
+    failures = local_fails if local_fails is not None else []
 
     async def handle(request: host_pb2.GetHostRequest, context: grpc.aio.ServicerContext) -> host_pb2.Host:  # type: ignore[type-arg]
         async def local() -> tuple[host_pb2.Host, int]:
+            if failures:
+                raise failures.pop(0)
             return host_pb2.Host(name=request.name, zsd_version="local"), 3
 
         try:
@@ -208,3 +216,39 @@ def test_no_leader_until_the_deadline() -> None:
     with pytest.raises(ZsdError) as e:
         run(call(follower, timeout=0.5))
     assert e.value.reason == "NO_LEADER"
+
+
+def fenced() -> Fenced:
+    return Fenced("cluster.db was opened by epoch 3; epoch 2 is deposed", epoch=2, current_epoch=3)
+
+
+def test_a_fenced_leader_retries_instead_of_failing() -> None:
+    # It has not noticed its lease is gone; the store refused before writing.
+    follower = Follower(LeaderView(leading=True, target=None, epoch=2))
+    failures: list[ZsdError] = [fenced()]
+    response, _ = run(call(follower, local_fails=failures))  # type: ignore[misc]
+    assert response.zsd_version == "local" and failures == []
+
+
+def test_a_fenced_leaders_answer_makes_the_follower_retry() -> None:
+    async def scenario() -> None:
+        leader = Leader(fail=[fenced()])
+        server, endpoint = await serve(leader.handle)
+        try:
+            follower = Follower(
+                LeaderView(leading=False, target=PeerTarget(endpoint=endpoint, host_name="l"), epoch=2)
+            )
+            response, _ = await call(follower)
+            assert response.zsd_version == "leader"
+            assert len(leader.calls) == 2
+        finally:
+            await server.stop(None)
+
+    run(scenario())
+
+
+def test_a_fenced_forwarded_call_answers_not_leader() -> None:
+    follower = Follower(LeaderView(leading=True, target=None, epoch=2))
+    with pytest.raises(Unavailable) as e:
+        run(call(follower, forwarded=True, local_fails=[fenced()]))
+    assert e.value.reason == "NOT_LEADER" and "deposed" in e.value.message
