@@ -10,6 +10,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-libvirt python3-sanlock python3-nftables
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils sanlock
   iproute2 nftables procps
+  lvm2 lvm2-lockd          # shared-block pools (LVM volume groups with lvmlockd + sanlock)
   gcc libc6-dev            # tests: the LD_PRELOAD shim that lets sanlock run without CAP_SYS_RESOURCE
 )
 
