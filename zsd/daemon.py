@@ -32,6 +32,7 @@ from zsd.api.services.cluster import ClusterService
 from zsd.api.services.hosts import HostMessageCache, HostService
 from zsd.api.services.operations import OperationService
 from zsd.api.services.peer import Authorize, PeerService
+from zsd.api.services.storage import StorageService
 from zsd.cluster import peerclient
 from zsd.cluster.autoinit import found_cluster_of_one
 from zsd.cluster.bootstrap import (
@@ -63,10 +64,21 @@ from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
 from zsd.paths import Paths
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
+from zsd.storage.host import StorageHost
+from zsd.storage.setup import open_storage
 from zsd.util.apithread import Bridge, open_api_thread
 from zsd.util.netaddr import advertised
 from zsd.util.notify import Notifier, watchdog_interval
-from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc, operation_pb2, operation_pb2_grpc
+from zsd.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    host_pb2,
+    host_pb2_grpc,
+    operation_pb2,
+    operation_pb2_grpc,
+    storage_pb2,
+    storage_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +105,7 @@ class _Core:
     cluster: LocalCluster
     inventory: Inventory
     operations: OperationRegistry
+    storage: StorageHost
     member: MemberRuntime | None = None
     tls: PeerTls | None = None
 
@@ -153,8 +166,12 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             ),
             server,
         )
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(
+            StorageService(gateway=gateway, storage=core.storage, operations=core.operations), server
+        )
         return [
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
+            storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
             operation_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name,
             *extra,
@@ -188,6 +205,9 @@ async def serve(deps: DaemonDeps) -> None:
             await nursery.start(inventory.run)
             operations = OperationRegistry(host=f"hosts/{config.host_name}")
             await nursery.start(operations.run)
+            notify("STATUS=activating storage pools")
+            storage = open_storage(paths=paths, host=config.host_name)
+            await storage.start(default_dir=paths.default_pool_dir)
             core = _Core(
                 cluster=LocalCluster(
                     host_name=config.host_name,
@@ -200,6 +220,7 @@ async def serve(deps: DaemonDeps) -> None:
                 ),
                 inventory=inventory,
                 operations=operations,
+                storage=storage,
             )
             api_config = config.api
             if membership is not None and plane is not None:

@@ -44,5 +44,15 @@ class Paths:
         return self.state_dir / "host.json"
 
     @property
+    def pool_registry(self) -> Path:
+        """The storage pools this host has defined, one JSON file each."""
+        return self.state_dir / "storage" / "pools"
+
+    @property
+    def default_pool_dir(self) -> Path:
+        """The embedded default pool (local-dir) of a host that defines none."""
+        return self.state_dir / "pools" / "default"
+
+    @property
     def cluster_file(self) -> Path:
         return self.state_dir / "cluster.json"

@@ -166,6 +166,8 @@ def operation_result(value: object, *, now: float) -> Message | None:
     """Encodes what a job returned as the Operation's response."""
     if isinstance(value, HostRecord):
         return host(value, now=now)
+    if isinstance(value, Message):
+        return value  # jobs that build their own response message
     if value is None:
         return None
     raise TypeError(f"no encoder for operation result of type {type(value).__name__}")
