@@ -28,6 +28,7 @@ from zsd.v1 import (
     host_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
+    storage_pb2_grpc,
 )
 
 from ._zsctl_errors import decode_rpc_error, decode_status
@@ -73,6 +74,7 @@ class Api:
     hosts: host_pb2_grpc.HostServiceStub
     cluster: cluster_pb2_grpc.ClusterServiceStub
     operations: operation_pb2_grpc.OperationServiceStub
+    storage: storage_pb2_grpc.StorageServiceStub
     timeout: float
     stream_timeout: float | None = None
 
@@ -82,6 +84,7 @@ class Api:
             hosts=host_pb2_grpc.HostServiceStub(channel),
             cluster=cluster_pb2_grpc.ClusterServiceStub(channel),
             operations=operation_pb2_grpc.OperationServiceStub(channel),
+            storage=storage_pb2_grpc.StorageServiceStub(channel),
             timeout=timeout,
             stream_timeout=stream_timeout,
         )

@@ -62,6 +62,7 @@ from ._zsctl_endpoint import (
 )
 from ._zsctl_errors import decode_rpc_error
 from ._zsctl_output import FORMATS, Clock
+from ._zsctl_storage_commands import add_storage_nouns
 
 DEFAULT_TIMEOUT = 30.0
 COMPLETION_SHELLS = ("bash", "zsh")
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line; leaves carry ``handler`` (or ``completion``) in their defaults."""
     parser = argparse.ArgumentParser(
         prog="zsctl",
-        description="Client of the zsd API: hosts, the cluster and long-running operations.",
+        description="Client of the zsd API: hosts, the cluster, operations and storage.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     _host_commands(noun("host", "hypervisor hosts"))
     _cluster_commands(noun("cluster", "the cluster as a whole"))
     _operation_commands(noun("operation", "long-running operations"))
+    add_storage_nouns(noun, _operation_options)
 
     completion = nouns.add_parser(
         "completion", help="print a shell completion script", description="print a shell completion script"
