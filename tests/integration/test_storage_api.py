@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -72,7 +72,8 @@ def wait(
 ) -> operation_pb2.Operation:
     while not op.done:
         op = ops.WaitOperation(
-            operation_pb2.WaitOperationRequest(name=op.name, timeout={"seconds": 30}), timeout=40
+            operation_pb2.WaitOperationRequest(name=op.name, timeout=duration_pb2.Duration(seconds=30)),
+            timeout=40,
         )
     return op
 
@@ -87,7 +88,7 @@ def error_info(e: grpc.RpcError) -> tuple[grpc.StatusCode, str, str]:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             reason, field = info.reason, info.metadata.get("field", "")
-    return e.code(), reason, field  # type: ignore[attr-defined]
+    return e.code(), reason, field
 
 
 def test_default_pool_volume_lifecycle(stubs: Stubs, tmp_path: Path) -> None:
