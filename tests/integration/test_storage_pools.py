@@ -55,13 +55,18 @@ async def test_shared_fs_pool_is_verified_by_each_host(tmp_path: Path) -> None:
     created = await h1.create_pool(name="shared", kind=PoolKind.SHARED_FS, path=str(share))
     assert created.status.state is PoolState.ACTIVE and created.capabilities is not None
     assert created.capabilities.shared
-    # The second host defines the same pool (same uid, as the cluster-wide definition will give it).
-    (h2._registry / "shared.json").write_bytes(created.spec.encode())
-    await h2.start()
-    seen = await h2.view("shared")
+    # The second host defines the pool by the same name and path: it joins it (same uid).
+    seen = await h2.create_pool(name="shared", kind=PoolKind.SHARED_FS, path=str(share))
+    assert seen.spec.uid == created.spec.uid
     assert seen.status.state is PoolState.ACTIVE and set(seen.hosts) == {"h1", "h2"}
     await h1.pool("shared").create_volume(name="v", size=MiB)
     assert [v.name for v in h2.pool("shared").volumes.records()] == ["v"]
+    # Under another name the same directory is someone else's pool.
+    h3 = storage_host(tmp_path, "h3")
+    await h3.start()
+    with pytest.raises(FailedPrecondition) as e:
+        await h3.create_pool(name="other", kind=PoolKind.SHARED_FS, path=str(share))
+    assert e.value.reason == "POOL_IN_USE"
 
 
 async def test_a_host_that_does_not_see_the_share_reports_why(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from zsd.storage.images import Downloader
 from zsd.storage.model import Capabilities, Capacity, PoolKind
 from zsd.storage.pool import StoragePool
 from zsd.storage.pools.base import PoolDriver, PoolSpec, PoolState, PoolStatus
-from zsd.storage.pools.files import MARKER
+from zsd.storage.pools.files import MARKER, PoolFiles
 from zsd.storage.qemuimg import QemuImg
 from zsd.util.fsutil import write_atomic
 
@@ -162,7 +162,7 @@ class StorageHost:
             raise AlreadyExists(f"pool {name!r} already exists", field="pool_id")
         spec = PoolSpec(
             name=name,
-            uid=self._new_id(),
+            uid=self._shared_uid(kind, name, path) or self._new_id(),
             kind=kind,
             path=path,
             host=self.host if kind is PoolKind.LOCAL_DIR else "",
@@ -184,6 +184,16 @@ class StorageHost:
         self._specs[name] = spec
         await self._activate(spec)
         return await self.view(name)
+
+    def _shared_uid(self, kind: PoolKind, name: str, path: str) -> str | None:
+        """A shared-fs pool another host already created: this host joins it (same uid)
+        when the marker there carries the same pool name."""
+        if kind is not PoolKind.SHARED_FS or not path.startswith("/"):
+            return None
+        found = PoolFiles(Path(path)).read_marker() if Path(path).is_dir() else None
+        if found is not None and found.get("name") == name:
+            return found.get("uid")
+        return None
 
     async def update_pool(
         self, name: str, *, max_overcommit: float | None = None, description: str | None = None
