@@ -291,3 +291,37 @@ def test_bad_input_names_the_field_and_leaves_nothing(
     assert [p.name for p in storage.ListPools(storage_pb2.ListPoolsRequest(), timeout=10).pools] == [
         "pools/default"
     ]
+
+
+def test_flatten_can_be_cancelled_and_leaves_the_volume_linked(stubs: Stubs, tmp_path: Path) -> None:
+    storage, ops = stubs
+    src = make_image(tmp_path / "big.qcow2", 1024 * MiB, length=768 * MiB)
+    wait(
+        ops,
+        storage.ImportImage(
+            storage_pb2.ImportImageRequest(
+                parent="pools/default", image_id="big", source=storage_pb2.ImageSource(path=str(src))
+            ),
+            timeout=30,
+        ),
+    )
+    wait(
+        ops,
+        storage.CreateVolume(
+            storage_pb2.CreateVolumeRequest(
+                parent="pools/default", volume_id="v", image="pools/default/images/big"
+            ),
+            timeout=10,
+        ),
+    )
+    op = storage.FlattenVolume(storage_pb2.FlattenVolumeRequest(name="pools/default/volumes/v"), timeout=10)
+    ops.CancelOperation(operation_pb2.CancelOperationRequest(name=op.name), timeout=10)
+    done = wait(ops, op)
+    assert done.metadata.state == operation_pb2.OperationMetadata.CANCELLED, done
+    assert done.error.code == grpc.StatusCode.CANCELLED.value[0]
+    vol = storage.GetVolume(storage_pb2.GetVolumeRequest(name="pools/default/volumes/v"), timeout=10)
+    assert vol.linked and vol.image == "pools/default/images/big"
+    # Still a working volume: flattening it again (uncancelled) succeeds.
+    again = wait(ops, storage.FlattenVolume(storage_pb2.FlattenVolumeRequest(name=vol.name), timeout=10))
+    assert not again.HasField("error")
+    assert not storage.GetVolume(storage_pb2.GetVolumeRequest(name=vol.name), timeout=10).linked
