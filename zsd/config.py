@@ -67,6 +67,8 @@ class Config:
     # A host with no membership founds its own cluster of one on first start
     # (when a sanlock daemon answers); see zsd.cluster.autoinit.
     auto_init: bool = False
+    # How often every pool is checked again (marker, mount) and its state updated (seconds).
+    storage_check_interval: float = 30.0
     source: tuple[str, ...] = field(default=())
 
 
@@ -184,6 +186,7 @@ def _schema(hostname: str) -> dict[str, _Key]:
         "hypervisor.probe_timeout": _Key(_float_range(0.5, 60.0), "seconds between 0.5 and 60", 3.0),
         "log.level": _Key(_choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "info"),
         "host.facts_interval": _Key(_float_range(5.0, 86400.0), "seconds between 5 and 86400", 60.0),
+        "storage.check_interval": _Key(_float_range(0.2, 3600.0), "seconds between 0.2 and 3600", 30.0),
     }
 
 
@@ -309,5 +312,6 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         facts_interval=v["host.facts_interval"],
         gossip_port=v["cluster.gossip_port"],
         auto_init=v["cluster.auto_init"],
+        storage_check_interval=v["storage.check_interval"],
         source=sources,
     )

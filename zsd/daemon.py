@@ -24,7 +24,7 @@ import grpc
 import trio
 
 import zsd
-from zsd.api import peerauth
+from zsd.api import peerauth, storageconv
 from zsd.api.gateway import Gateway
 from zsd.api.router import Router
 from zsd.api.server import ApiServer, Registrar
@@ -136,6 +136,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 operations=core.operations,
                 control=member.control if member is not None else None,
                 router=router,
+                pools=lambda: storageconv.host_pools(core.storage.states),
             ),
             server,
         )
@@ -208,6 +209,7 @@ async def serve(deps: DaemonDeps) -> None:
             notify("STATUS=activating storage pools")
             storage = open_storage(paths=paths, host=config.host_name)
             await storage.start(default_dir=paths.default_pool_dir)
+            nursery.start_soon(storage.monitor, config.storage_check_interval)
             core = _Core(
                 cluster=LocalCluster(
                     host_name=config.host_name,
@@ -315,7 +317,7 @@ async def _start_member(
         leases=lambda: leases.states,
     )
     cluster = core.cluster
-    cache = HostMessageCache()
+    cache = HostMessageCache(lambda: storageconv.host_pools(core.storage.states))
 
     def own_host() -> host_pb2.Host:
         return cache.encode(cluster.host("-"), now=time.time())

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.integration.storagekit import MiB, no_download
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unsupported
@@ -160,3 +161,28 @@ async def test_update_pool_overcommit(tmp_path: Path) -> None:
     await h.update_pool("p", max_overcommit=4.0)
     await h.pool("p").create_volume(name="v", size=too_big)
     assert (await h.view("p")).spec.max_overcommit == 4.0
+
+
+async def test_the_monitor_follows_a_share_going_away_and_back(tmp_path: Path) -> None:
+    share = tmp_path / "nfs"
+    share.mkdir()
+    h = storage_host(tmp_path, "h1")
+    await h.start()
+    await h.create_pool(name="shared", kind=PoolKind.SHARED_FS, path=str(share))
+    marker = (share / MARKER).read_bytes()
+    assert dict(h.states)["shared"].state is PoolState.ACTIVE
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(h.monitor, 0.05)
+        (share / MARKER).unlink()  # as if the NFS mount vanished under the directory
+        with trio.fail_after(5):
+            while dict(h.states)["shared"].state is not PoolState.ERROR:
+                await trio.sleep(0.02)
+        assert dict(h.states)["shared"].reason == "POOL_MARKER_MISSING"
+        with pytest.raises(FailedPrecondition):
+            h.pool("shared")
+        (share / MARKER).write_bytes(marker)
+        with trio.fail_after(5):
+            while dict(h.states)["shared"].state is not PoolState.ACTIVE:
+                await trio.sleep(0.02)
+        assert h.pool("shared").name == "shared"
+        nursery.cancel_scope.cancel()

@@ -49,6 +49,11 @@ def test_pool_image_volume_snapshot_flow(zsd: ZsdProcess, tmp_path: Path) -> Non
         ok(zsd, "-o", "json", "pool", "create", "fast", "--kind", "local-dir", "--path", str(extra))
     )
     assert (pool["name"], pool["state"], pool["max_overcommit"]) == ("pools/fast", "ACTIVE", 20.0)
+    host = json.loads(ok(zsd, "-o", "json", "host", "show"))
+    assert [(p["pool"], p["state"]) for p in host["pools"]] == [
+        ("pools/default", "ACTIVE"),
+        ("pools/fast", "ACTIVE"),
+    ]
 
     src = make_image(tmp_path / "cirros.qcow2", 16 * MiB)
     image = json.loads(

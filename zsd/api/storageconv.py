@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 
 from zsd.api.convert import timestamp
 from zsd.errors import InvalidArgument
 from zsd.storage.host import PoolView
 from zsd.storage.model import ImageRecord, PoolKind, Qos, SnapshotRecord, VolumeRecord
-from zsd.storage.pools.base import PoolState
-from zsd.v1 import storage_pb2
+from zsd.storage.pools.base import PoolState, PoolStatus
+from zsd.v1 import host_pb2, storage_pb2
 
 POOL_KINDS = {
     PoolKind.LOCAL_DIR: storage_pb2.Pool.LOCAL_DIR,
@@ -85,6 +86,16 @@ def pool(view: PoolView) -> storage_pb2.Pool:
     for host, seen in sorted(view.hosts.items()):
         msg.hosts.append(storage_pb2.PoolHost(host=host, seen_time=timestamp(seen)))
     return msg
+
+
+def host_pools(states: Sequence[tuple[str, PoolStatus]]) -> list[host_pb2.HostPool]:
+    """This host's view of its pools, for its Host message."""
+    return [
+        host_pb2.HostPool(
+            pool=f"pools/{name}", state=_POOL_STATES[s.state], reason=s.reason, message=s.message
+        )
+        for name, s in states
+    ]
 
 
 def image(pool_name: str, record: ImageRecord) -> storage_pb2.Image:

@@ -17,9 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import trio
+
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ZsdError
 from zsd.storage import validate
 from zsd.storage.images import Downloader
+from zsd.storage.locks import FileLocks
 from zsd.storage.model import Capabilities, Capacity, PoolKind
 from zsd.storage.pool import StoragePool
 from zsd.storage.pools.base import PoolDriver, PoolSpec, PoolState, PoolStatus
@@ -66,6 +69,9 @@ class StorageHost:
         self._specs: dict[str, PoolSpec] = {}
         self._active: dict[str, StoragePool] = {}
         self._status: dict[str, PoolStatus] = {}
+        self._locks: dict[str, FileLocks] = {}
+        self.states: tuple[tuple[str, PoolStatus], ...] = ()
+        """Every pool's state here, replaced whole on each change (read from any thread)."""
 
     async def start(self, *, default_dir: Path | None = None) -> None:
         """Loads the definitions and activates what this host can reach; with
@@ -84,25 +90,62 @@ class StorageHost:
         for spec in list(self._specs.values()):
             await self._activate(spec)
 
+    def _set_status(self, name: str, status: PoolStatus | None) -> None:
+        if status is None:
+            self._status.pop(name, None)
+        else:
+            self._status[name] = status
+        self.states = tuple(sorted(self._status.items()))
+
     async def _activate(self, spec: PoolSpec) -> None:
         self._active.pop(spec.name, None)
         if spec.kind is PoolKind.LOCAL_DIR and spec.host != self.host:
-            self._status[spec.name] = PoolStatus(
-                state=PoolState.INACTIVE, reason="OTHER_HOST", message=f"a local pool of host {spec.host}"
+            self._set_status(
+                spec.name,
+                PoolStatus(
+                    state=PoolState.INACTIVE, reason="OTHER_HOST", message=f"a local pool of host {spec.host}"
+                ),
             )
             return
         try:
             driver = self._make_driver(spec)
             await driver.activate()
-            pool = StoragePool(driver, qemu=self._qemu, download=self._download, clock=self._clock)
+            pool = StoragePool(
+                driver,
+                qemu=self._qemu,
+                download=self._download,
+                locks=self._locks.get(spec.uid),
+                clock=self._clock,
+            )
+            self._locks[spec.uid] = pool.locks
             for line in await pool.recover():
                 log.warning("pool %s: recovered interrupted operation: %s", spec.name, line)
         except ZsdError as e:
             log.warning("pool %s is not usable on this host: %s", spec.name, e)
-            self._status[spec.name] = PoolStatus(state=PoolState.ERROR, reason=e.reason, message=e.message)
+            self._set_status(spec.name, PoolStatus(state=PoolState.ERROR, reason=e.reason, message=e.message))
             return
         self._active[spec.name] = pool
-        self._status[spec.name] = PoolStatus(state=PoolState.ACTIVE)
+        self._set_status(spec.name, PoolStatus(state=PoolState.ACTIVE))
+
+    async def monitor(self, interval: float) -> None:
+        """Checks every pool again every ``interval`` seconds: a share that went away
+        (or came back) changes the pool's state here without a restart. Calls already
+        running on a pool that fails keep their handle; new ones are refused."""
+        while True:
+            await trio.sleep(interval)
+            for spec in list(self._specs.values()):
+                pool = self._active.get(spec.name)
+                if pool is None:
+                    await self._activate(spec)
+                    continue
+                try:
+                    await pool.driver.activate()
+                except ZsdError as e:
+                    log.warning("pool %s is no longer usable on this host: %s", spec.name, e)
+                    self._active.pop(spec.name, None)
+                    self._set_status(
+                        spec.name, PoolStatus(state=PoolState.ERROR, reason=e.reason, message=e.message)
+                    )
 
     # -- reads ---------------------------------------------------------------------
 
@@ -225,7 +268,7 @@ class StorageHost:
                 )
         (self._registry / f"{name}.json").unlink()
         del self._specs[name]
-        self._status.pop(name, None)
+        self._set_status(name, None)
         self._active.pop(name, None)
         if pool is not None and spec.kind is PoolKind.LOCAL_DIR:
             _remove_bookkeeping(pool.files.root)

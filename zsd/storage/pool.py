@@ -24,8 +24,11 @@ class StoragePool:
         *,
         qemu: QemuImg,
         download: Downloader,
+        locks: FileLocks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``locks``: the pool's locks when this host had it open before (a lock is
+        held per process, so two handles of one pool must share their task locks)."""
         self.driver = driver
         caps = driver.capabilities
         if not (caps.thin and caps.images):
@@ -36,7 +39,7 @@ class StoragePool:
             )
         files = PoolFiles(driver.root)
         self.files = files
-        self.locks = FileLocks(files.locks)
+        self.locks = locks or FileLocks(files.locks)
         journal = Journal(files.journal)
         self.volumes = VolumeStore(files, qemu=qemu, locks=self.locks, journal=journal, clock=clock)
         self.images = ImageStore(

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from zsd.v1 import storage_pb2 as _storage_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -166,6 +167,7 @@ class Host(_message.Message):
     GOSSIP_STATE_FIELD_NUMBER: _builtins.int
     LEASE_STATE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"hosts/{host}"; {host} is the host's name (an RFC 1123 label)."""
     host_id: _builtins.int
@@ -218,6 +220,10 @@ class Host(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Operator labels, at most 256 (keys and values: up to 63 of [a-z0-9_.-], keys start with a letter)."""
 
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostPool]:
+        """The storage pools this host has defined, as this host sees them."""
+
     def __init__(
         self,
         *,
@@ -243,14 +249,44 @@ class Host(_message.Message):
         gossip_state: Global___MemberState.ValueType = ...,
         lease_state: Global___LeaseState.ValueType = ...,
         etag: _builtins.str = ...,
+        pools: _abc.Iterable[Global___HostPool] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot_time", b"boot_time", "cpu", b"cpu", "hypervisor", b"hypervisor", "memory", b"memory", "refresh_time", b"refresh_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "zsd_version", b"zsd_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "zsd_version", b"zsd_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Host: _TypeAlias = Host  # noqa: Y015
+
+@_typing.final
+class HostPool(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    """"pools/{pool}"."""
+    state: _storage_pb2.Pool.State.ValueType
+    reason: _builtins.str
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        state: _storage_pb2.Pool.State.ValueType = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "pool", b"pool", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostPool: _TypeAlias = HostPool  # noqa: Y015
 
 @_typing.final
 class Hypervisor(_message.Message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -31,8 +31,10 @@ class HostMessageCache:
     and the record only changes when the inventory is refreshed; uptime, the one
     field that moves, is set on the copy. Used only on the API thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple) -> None:
         self._by_name: dict[str, tuple[HostRecord, host_pb2.Host]] = {}
+        # This host's pool states: cheap, and they change apart from the record.
+        self._pools = pools
 
     def encode(self, rec: HostRecord, *, now: float) -> host_pb2.Host:
         cached = self._by_name.get(rec.name)
@@ -42,6 +44,7 @@ class HostMessageCache:
         msg = host_pb2.Host()
         msg.CopyFrom(cached[1])
         msg.uptime.CopyFrom(convert.duration(max(now - rec.started_at, 0.0)))
+        msg.pools.extend(self._pools())
         return msg
 
 
@@ -59,6 +62,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         operations: OperationRegistry,
         control: ClusterControl | None = None,
         router: Router | None = None,
+        pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gw = gateway
@@ -68,7 +72,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         self._control = control
         self._router = router
         self._clock = clock
-        self._cache = HostMessageCache()
+        self._cache = HostMessageCache(pools)
 
     def _own(self) -> host_pb2.Host:
         return self._cache.encode(self._cluster.host("-"), now=self._clock())
