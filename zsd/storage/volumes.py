@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,6 +129,37 @@ class VolumeStore:
                 field="volume.size_bytes",
                 reason="BAD_SIZE",
             )
+
+        async def fill(path: Path) -> None:
+            if base is not None:
+                await self._qemu.create(
+                    path, size=size, backing=self.base_path(base), backing_format=base.format
+                )
+            else:
+                await self._qemu.create(path, size=size)
+
+        return await self._make(
+            name=name,
+            size=size,
+            fill=fill,
+            base=base,
+            qos=qos or Qos(),
+            description=description,
+            reserve=reserve,
+        )
+
+    async def _make(
+        self,
+        *,
+        name: str,
+        size: int,
+        fill: Callable[[Path], Awaitable[None]],
+        base: BaseImage | None,
+        qos: Qos,
+        description: str,
+        reserve: ReserveFn,
+    ) -> VolumeRecord:
+        """A new one-layer volume whose layer ``fill`` writes; the record is the commit point."""
         async with self._locks.hold(f"volume-{name}"):
             if self.exists(name):
                 raise AlreadyExists(f"volume {name!r} already exists in this pool", field="volume_id")
@@ -137,13 +168,7 @@ class VolumeStore:
             entry = self._journal.begin("create", name, uid=uid)
             try:
                 self._files.volume_dir(uid).mkdir(parents=True)
-                path = self._files.layer(uid, layer)
-                if base is not None:
-                    await self._qemu.create(
-                        path, size=size, backing=self.base_path(base), backing_format=base.format
-                    )
-                else:
-                    await self._qemu.create(path, size=size)
+                await fill(self._files.layer(uid, layer))
                 now = self._clock()
                 record = VolumeRecord(
                     name=name,
@@ -153,7 +178,7 @@ class VolumeStore:
                     active=layer,
                     layers=(Layer(id=layer, parent=None, create_time=now),),
                     base=base,
-                    qos=qos or Qos(),
+                    qos=qos,
                     description=description,
                 )
                 self._write(record)
@@ -184,45 +209,28 @@ class VolumeStore:
         else:
             top = src.active
         size = (await self._qemu.info(self.layer_path(src, top))).virtual_size
-        async with self._locks.hold(f"volume-{name}"):
-            if self.exists(name):
-                raise AlreadyExists(f"volume {name!r} already exists in this pool", field="volume_id")
-            reserve(size)
-            uid, layer = self._new_id(), self._new_id()
-            entry = self._journal.begin("create", name, uid=uid)
-            try:
-                self._files.volume_dir(uid).mkdir(parents=True)
-                dest = self._files.layer(uid, layer)
-                if src.base is None:
-                    await self._qemu.convert(
-                        self.layer_path(src, top), dest, source_format="qcow2", progress=progress
-                    )
-                else:
-                    # convert -B only copies what the top layer holds, not the layers
-                    # between it and the base; a safe rebase compares the whole chain.
-                    await self._qemu.create(dest, size=size, backing=self.layer_path(src, top))
-                    await self._qemu.rebase(
-                        dest, self.base_path(src.base), backing_format=src.base.format, progress=progress
-                    )
-                now = self._clock()
-                record = VolumeRecord(
-                    name=name,
-                    uid=uid,
-                    virtual_size=size,
-                    create_time=now,
-                    active=layer,
-                    layers=(Layer(id=layer, parent=None, create_time=now),),
-                    base=src.base,
-                    qos=src.qos,
-                    description=src.description,
+        base = src.base
+
+        async def fill(dest: Path) -> None:
+            if base is None:
+                await self._qemu.convert(
+                    self.layer_path(src, top), dest, source_format="qcow2", progress=progress
                 )
-                self._write(record)
-            except BaseException:
-                self._undo_create(name, uid)
-                raise
-            finally:
-                self._journal.end(entry)
-            return record
+                return
+            # convert -B only copies what the top layer holds, not the layers between
+            # it and the base; a safe rebase compares the whole chain.
+            await self._qemu.create(dest, size=size, backing=self.layer_path(src, top))
+            await self._qemu.rebase(dest, self.base_path(base), backing_format=base.format, progress=progress)
+
+        return await self._make(
+            name=name,
+            size=size,
+            fill=fill,
+            base=base,
+            qos=src.qos,
+            description=src.description,
+            reserve=reserve,
+        )
 
     async def resize(self, name: str, size: int, *, reserve: ReserveFn = lambda _: None) -> VolumeRecord:
         validate.size(size, field="size_bytes")

@@ -37,8 +37,8 @@ def statvfs(path: Path) -> Physical:
     return Physical(size=size, used=size - st.f_bfree * st.f_frsize, free=free)
 
 
-class LocalDirPool:
-    capabilities = Capabilities(shared=False, **FILE_CAPABILITIES)
+class DirPool:
+    """What the directory-based drivers share: a spec, a root and statvfs capacity."""
 
     def __init__(self, spec: PoolSpec, *, host: str, clock: Callable[[], float] = time.time) -> None:
         self._spec = spec
@@ -53,6 +53,13 @@ class LocalDirPool:
     @property
     def root(self) -> Path:
         return self._files.root
+
+    async def physical(self) -> Physical:
+        return statvfs(self._files.root)
+
+
+class LocalDirPool(DirPool):
+    capabilities = Capabilities(shared=False, **FILE_CAPABILITIES)
 
     async def create(self) -> None:
         root = self._files.root
@@ -74,6 +81,3 @@ class LocalDirPool:
     async def activate(self) -> None:
         self._files.check_marker(uid=self._spec.uid, name=self._spec.name)
         self._files.make_dirs()
-
-    async def physical(self) -> Physical:
-        return statvfs(self._files.root)

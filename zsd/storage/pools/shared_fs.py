@@ -10,33 +10,13 @@ under ``.zsd-pool.hosts/``, which is the per-host pool state every host can read
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
-
 from zsd.errors import FailedPrecondition
 from zsd.storage.model import Capabilities
-from zsd.storage.pools.base import Physical, PoolSpec
-from zsd.storage.pools.files import PoolFiles
-from zsd.storage.pools.local_dir import FILE_CAPABILITIES, check_path, statvfs
+from zsd.storage.pools.local_dir import FILE_CAPABILITIES, DirPool
 
 
-class SharedFsPool:
+class SharedFsPool(DirPool):
     capabilities = Capabilities(shared=True, **FILE_CAPABILITIES)
-
-    def __init__(self, spec: PoolSpec, *, host: str, clock: Callable[[], float] = time.time) -> None:
-        self._spec = spec
-        self._host = host
-        self._clock = clock
-        self._files = PoolFiles(check_path(spec))
-
-    @property
-    def spec(self) -> PoolSpec:
-        return self._spec
-
-    @property
-    def root(self) -> Path:
-        return self._files.root
 
     async def create(self) -> None:
         root = self._files.root
@@ -64,9 +44,6 @@ class SharedFsPool:
         self._files.check_marker(uid=self._spec.uid, name=self._spec.name)
         self._files.make_dirs()
         self._files.record_host(self._host, self._clock())
-
-    async def physical(self) -> Physical:
-        return statvfs(self._files.root)
 
     def hosts_seen(self) -> dict[str, float]:
         """Every host that has verified the marker, and when it last did."""
