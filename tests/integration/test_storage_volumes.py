@@ -4,6 +4,9 @@ guest-visible content is checked byte for byte after every chain change."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -278,3 +281,41 @@ async def test_attached_volumes_refuse_chain_changes(pool: StoragePool) -> None:
         assert e.value.reason == "VOLUME_ATTACHED"
     await pool.volumes.detach("v", "vms/a")
     await pool.volumes.delete_snapshot("v", "s1")
+
+
+@pytest.fixture(params=["same-filesystem", "other-filesystem"])
+def image_pool_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """The image pool on the data pool's filesystem (the cache is a hard link) or on
+    tmpfs (the cache must be a copy)."""
+    if request.param == "same-filesystem":
+        yield tmp_path / "images"
+        return
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm tmpfs here")
+    other = Path(tempfile.mkdtemp(prefix="zsd-test-images-", dir="/dev/shm"))
+    try:
+        yield other / "images"
+    finally:
+        shutil.rmtree(other)
+
+
+async def test_an_image_from_another_pool_is_cached_once_in_the_data_pool(
+    tmp_path: Path, image_pool_dir: Path
+) -> None:
+    images = await local_pool(image_pool_dir, name="images")
+    data = await local_pool(tmp_path / "data", name="data")
+    await imported(images, tmp_path)
+    image = images.images.get("img")
+    a = await data.create_volume(name="a", size=None, image=image, image_pool=images)
+    b = await data.create_volume(name="b", size=None, image=image, image_pool=images)
+    (cached,) = data.images.cached()
+    assert cached.name == f"{image.sha256}.qcow2" and a.base == b.base
+    linked = os.stat(cached).st_ino == os.stat(images.images.data_path(image)).st_ino
+    assert linked == (os.stat(tmp_path).st_dev == os.stat(image_pool_dir).st_dev)
+    # The cache is the data pool's own copy: the image store may lose the image.
+    await images.images.delete("img")
+    assert content(data.volumes.active_path(a), tmp_path)[:MiB] == b"\x5a" * MiB
+    assert images.images.cached() == []  # nothing was cached in the image pool itself
+    await data.delete_volume("a", force=False)
+    await data.delete_volume("b", force=False)
+    assert data.images.cached() == []
