@@ -186,3 +186,15 @@ async def test_the_monitor_follows_a_share_going_away_and_back(tmp_path: Path) -
                 await trio.sleep(0.02)
         assert h.pool("shared").name == "shared"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_definition_that_cannot_be_saved_leaves_no_marker(tmp_path: Path) -> None:
+    h = storage_host(tmp_path, "h1")
+    await h.start()
+    h._registry.rmdir()
+    h._registry.write_text("not a directory")  # the registry write will fail
+    with pytest.raises(OSError):
+        await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"))
+    assert list((tmp_path / "p").iterdir()) == [] and h.names() == []
+    h._registry.unlink()
+    await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"))  # a retry works

@@ -222,8 +222,14 @@ class StorageHost:
                     f"pool {other.name!r} already uses {spec.path}", reason="POOL_IN_USE", field="pool.path"
                 )
         driver = self._make_driver(spec)
+        fresh = kind is not PoolKind.SHARED_BLOCK and not (Path(path) / MARKER).exists()
         await driver.create()
-        write_atomic(self._registry / f"{name}.json", spec.encode(), mode=0o644)
+        try:
+            write_atomic(self._registry / f"{name}.json", spec.encode(), mode=0o644)
+        except BaseException:
+            if fresh:  # the marker this call wrote: a retry must not find it "in use"
+                _remove_bookkeeping(Path(path))
+            raise
         self._specs[name] = spec
         await self._activate(spec)
         return await self.view(name)

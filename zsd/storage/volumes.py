@@ -247,10 +247,14 @@ class VolumeStore:
                 return record
             reserve(size - record.virtual_size)
             entry = self._journal.begin("resize", name, uid=record.uid)
-            await self._qemu.resize(self.active_path(record), size)
-            record = replace(record, virtual_size=size)
-            self._write(record)
-            self._journal.end(entry)
+            try:
+                await self._qemu.resize(self.active_path(record), size)
+                record = replace(record, virtual_size=size)
+                self._write(record)
+            finally:
+                # A failed resize leaves the image as it was (qemu-img writes the new
+                # size last); nothing to finish.
+                self._journal.end(entry)
             return record
 
     async def delete(self, name: str, *, force: bool = False) -> VolumeRecord:
