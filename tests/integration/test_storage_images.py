@@ -122,5 +122,5 @@ async def test_an_interrupted_import_is_rolled_back(pool: StoragePool, tmp_path:
     entry = pool.volumes._journal.begin("import", "half", uid="u1")
     (pool.files.tmp / "u1.part").write_bytes(b"partial")
     assert entry.id
-    assert pool.images.recover() == ["import half: rolled back"]
+    assert await pool.recover() == ["import half: rolled back"]
     assert nothing_left(pool)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.integration.storagekit import MiB, content, local_pool, write
 from zsd.storage.pool import StoragePool
@@ -132,3 +134,53 @@ async def test_a_torn_journal_entry_means_nothing_started(pool: StoragePool) -> 
     (pool.files.journal / "x.json").write_bytes(b'{"id": "x", "verb"')
     assert await pool.recover() == []
     assert journal_empty(pool)
+
+
+HOLDER = """
+import fcntl, json, os, sys
+pool, uid = sys.argv[1], sys.argv[2]
+fd = os.open(os.path.join(pool, ".zsd/locks/volume-v.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+os.makedirs(os.path.join(pool, "volumes", uid))
+entry = os.path.join(pool, ".zsd/journal/j1.json")
+with open(entry, "w") as f:
+    json.dump({"id": "j1", "verb": "create", "subject": "v", "data": {"uid": uid}}, f)
+print("ready", flush=True)
+sys.stdin.readline()
+os.unlink(entry)  # the operation ends its own entry, then lets go of the lock
+"""
+
+
+async def test_recovery_waits_for_an_operation_another_host_is_running(pool: StoragePool) -> None:
+    """On a shared pool another host's zsd may be mid-operation when this one
+    recovers: the volume's lock (fcntl, held across processes) makes recovery wait,
+    and an entry its operation ended meanwhile is left alone."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(pool.files.root), "inflight"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        result: list[list[str]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def recover() -> None:
+                result.append(await pool.recover())
+
+            nursery.start_soon(recover)
+            await trio.sleep(0.3)
+            assert result == [] and pool.files.volume_dir("inflight").exists()  # waiting, not undoing
+            assert holder.stdin is not None
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+        assert result == [[]]  # the entry was gone when recovery got the lock
+        assert pool.files.volume_dir("inflight").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdin is not None:
+            holder.stdin.close()
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -28,7 +28,7 @@ from typing import Protocol
 import trio
 
 from zsd.errors import AlreadyExists, Cancelled, InvalidArgument, NotFound
-from zsd.storage.journal import Journal
+from zsd.storage.journal import Entry, Journal
 from zsd.storage.locks import FileLocks
 from zsd.storage.model import BaseImage, ImageRecord, decode_image, encode
 from zsd.storage.pools.files import PoolFiles
@@ -225,23 +225,28 @@ class ImageStore:
     def cached(self) -> list[Path]:
         return sorted(self._files.cache.iterdir())
 
-    def recover(self) -> list[str]:
+    async def recover(self) -> list[str]:
         done = []
         for entry in self._journal.pending():
             if entry.verb != "import":
                 continue
-            uid = str(entry.data["uid"])
-            (self._files.tmp / f"{uid}.part").unlink(missing_ok=True)
-            try:
-                committed = self.get(entry.subject).uid == uid
-            except NotFound:
-                committed = False
-            if not committed:
-                for fmt in FORMATS:
-                    (self._files.images / f"{uid}.{fmt}").unlink(missing_ok=True)
-            self._journal.end(entry)
-            done.append(f"import {entry.subject}: {'completed' if committed else 'rolled back'}")
+            async with self._locks.hold(f"image-{entry.subject}"):
+                if self._journal.open(entry):
+                    done.append(self._recover_import(entry))
         return done
+
+    def _recover_import(self, entry: Entry) -> str:
+        uid = str(entry.data["uid"])
+        (self._files.tmp / f"{uid}.part").unlink(missing_ok=True)
+        try:
+            committed = self.get(entry.subject).uid == uid
+        except NotFound:
+            committed = False
+        if not committed:
+            for fmt in FORMATS:
+                (self._files.images / f"{uid}.{fmt}").unlink(missing_ok=True)
+        self._journal.end(entry)
+        return f"import {entry.subject}: {'completed' if committed else 'rolled back'}"
 
 
 def _check_content(

@@ -6,6 +6,10 @@ before the first step and removed after the last, so whoever finds an entry —
 this zsd after a crash or restart, or another host of a shared pool — can
 finish it (roll forward) or undo it (roll back), as the operation's own
 recovery decides. Undo only ever removes files no record points to.
+
+On a shared pool another host may be running the operation right now: recovery
+takes the operation's lock first (the running operation holds it throughout) and
+skips an entry its operation ended meanwhile.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ class Journal:
     def _write(self, entry: Entry) -> None:
         payload = {"id": entry.id, "verb": entry.verb, "subject": entry.subject, "data": entry.data}
         write_atomic(self._dir / f"{entry.id}.json", json.dumps(payload).encode())
+
+    def open(self, entry: Entry) -> bool:
+        """Still pending (its operation has not ended it meanwhile)."""
+        return (self._dir / f"{entry.id}.json").exists()
 
     def end(self, entry: Entry) -> None:
         (self._dir / f"{entry.id}.json").unlink(missing_ok=True)

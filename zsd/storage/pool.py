@@ -51,7 +51,7 @@ class StoragePool:
         return self.driver.spec.name
 
     async def recover(self) -> list[str]:
-        return self.images.recover() + await self.volumes.recover()
+        return await self.images.recover() + await self.volumes.recover()
 
     async def capacity(self) -> Capacity:
         physical = await self.driver.physical()

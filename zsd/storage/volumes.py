@@ -480,7 +480,11 @@ class VolumeStore:
         """Finishes or undoes every journaled operation; returns what it did."""
         done = []
         for entry in self._journal.pending():
+            if entry.verb == "import":
+                continue  # the image store's
             async with self._locks.hold(f"volume-{entry.subject}"):
+                if not self._journal.open(entry):
+                    continue
                 done.append(f"{entry.verb} {entry.subject}: {await self._recover(entry)}")
                 self._journal.end(entry)
         return done
