@@ -80,6 +80,20 @@ def zsctl_from(dc: DevCluster, src: str, dst: str, *, timeout: float) -> subproc
     return dc.run_in(src, argv, timeout=timeout + 20)
 
 
+def zsctl_json(dc: DevCluster, src: str, dst: str, *args: str) -> object:
+    argv = [ZSCTL, "--endpoint", dc.host(dst).endpoint_tcp, *dc.client_tls_args(), "-o", "json", *args]
+    done = dc.run_in(src, argv, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def pool_states(dc: DevCluster, src: str, dst: str) -> dict[str, list[tuple[str, str]]]:
+    """Each host's report of its pools, as ``dst`` lists the hosts."""
+    hosts = zsctl_json(dc, src, dst, "host", "list")
+    assert isinstance(hosts, list)
+    return {h["name"]: [(p["pool"], p["state"]) for p in h.get("pools", [])] for h in hosts}
+
+
 def hosts_seen(dc: DevCluster, src: str, dst: str) -> list[str]:
     """The host names ``dst`` lists (from its copy of the cluster state), asked from ``src``."""
     out = zsctl_from(dc, src, dst, timeout=5)
@@ -129,6 +143,27 @@ def test_three_hosts_faults_and_clean_down(cluster: DevCluster, hook: RecordingH
     assert ok.returncode == 0, ok.stderr
     members = ["hosts/h1", "hosts/h2", "hosts/h3"]
     assert wait_until(lambda: hosts_seen(cluster, "h1", "h2") == members, 10), hosts_seen(cluster, "h1", "h2")
+
+    # A shared-fs pool: h1 creates it (marker), h2 joins it by name and path; every
+    # host's report of its pools reaches every member (here: h3's copy).
+    share = cluster.shared_dir / "images-share"
+    share.mkdir()
+    created = zsctl_json(
+        cluster, "h1", "h1", "pool", "create", "shared", "--kind", "shared-fs", "--path", str(share)
+    )
+    joined = zsctl_json(
+        cluster, "h2", "h2", "pool", "create", "shared", "--kind", "shared-fs", "--path", str(share)
+    )
+    assert isinstance(created, dict) and isinstance(joined, dict) and created["uid"] == joined["uid"]
+    assert sorted(h["host"] for h in joined["hosts"]) == ["h1", "h2"]
+    expected = {
+        "hosts/h1": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")],
+        "hosts/h2": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")],
+        "hosts/h3": [("pools/default", "ACTIVE")],
+    }
+    assert wait_until(lambda: pool_states(cluster, "h3", "h3") == expected, 15), pool_states(
+        cluster, "h3", "h3"
+    )
 
     # Partition h2: the call fails within its deadline; h2 itself keeps serving locally.
     cluster.cut_link("h2")
