@@ -1,9 +1,16 @@
 """Storage: pools, images, volumes and snapshots.
 
 Layout:
-- ``qemuimg``: the one place qemu-img is run (info, create, convert with progress, commit, rebase).
-- ``fetch``: streaming an image from an http(s) URL with sha256 and resume.
-- ``lvm``: LVM commands (built, run and parsed) for shared-block pools.
-- ``pools/``: the pool driver interface and its drivers (local-dir, shared-fs, shared-block).
-- ``catalog``/``engine``: volumes, snapshots, clones and images on top of a pool driver.
+- ``model``: the records (pool kinds, capabilities, capacity, images, volumes, layers,
+  snapshots, QoS) and their JSON form; ``validate``: checks of user input.
+- ``pools/``: the pool driver interface (``base``) and its drivers (``local_dir``,
+  ``shared_fs``, ``shared_block``); ``files`` is the on-disk layout of a file pool.
+- ``qemuimg``: the one place qemu-img runs (info, create, convert, rebase, commit).
+- ``volumes``: qcow2 volumes and their snapshot chains; ``images``: the image store
+  and cache; ``journal`` and ``locks``: what makes their multi-step changes safe.
+- ``pool``: one active pool (driver + volumes + images + capacity rules);
+  ``host``: the pools this host defines, their states and the pool monitor.
+- ``httpget``/``download``: image downloads; ``lvmcli``: LVM commands and the
+  kernel's block-device facts; ``qos``: QoS as libvirt's ``<iotune>``.
+- ``setup``: builds a host's storage from its paths.
 """
