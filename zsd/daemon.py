@@ -168,7 +168,13 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             server,
         )
         storage_pb2_grpc.add_StorageServiceServicer_to_server(
-            StorageService(gateway=gateway, storage=core.storage, operations=core.operations), server
+            StorageService(
+                gateway=gateway,
+                storage=core.storage,
+                operations=core.operations,
+                control=member.control if member is not None else None,
+            ),
+            server,
         )
         return [
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,

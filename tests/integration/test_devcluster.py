@@ -155,7 +155,7 @@ def test_three_hosts_faults_and_clean_down(cluster: DevCluster, hook: RecordingH
         cluster, "h2", "h2", "pool", "create", "shared", "--kind", "shared-fs", "--path", str(share)
     )
     assert isinstance(created, dict) and isinstance(joined, dict) and created["uid"] == joined["uid"]
-    assert sorted(h["host"] for h in joined["hosts"]) == ["h1", "h2"]
+    assert sorted(h["host"] for h in joined["hosts"]) == ["hosts/h1", "hosts/h2"]
     expected = {
         "hosts/h1": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")],
         "hosts/h2": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")],

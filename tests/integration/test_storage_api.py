@@ -98,6 +98,7 @@ def test_default_pool_volume_lifecycle(stubs: Stubs, tmp_path: Path) -> None:
         ("pools/default", storage_pb2.Pool.LOCAL_DIR, storage_pb2.Pool.ACTIVE)
     ]
     assert pools[0].host == "st-host" and pools[0].capacity.size_bytes > 0
+    assert [(h.host, h.state) for h in pools[0].hosts] == [("hosts/st-host", storage_pb2.Pool.ACTIVE)]
     src = make_image(tmp_path / "cirros.img", 16 * MiB)
     op = storage.ImportImage(
         storage_pb2.ImportImageRequest(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
 from zsd.api.convert import timestamp
@@ -44,7 +44,8 @@ def image_format(value: int) -> str | None:
     raise InvalidArgument(f"unknown image format {value}", field="format")
 
 
-def pool(view: PoolView) -> storage_pb2.Pool:
+def pool(view: PoolView, reports: Mapping[str, host_pb2.HostPool] | None = None) -> storage_pb2.Pool:
+    """``reports``: host name -> that host's report of this pool."""
     spec = view.spec
     msg = storage_pb2.Pool(
         name=f"pools/{spec.name}",
@@ -83,8 +84,15 @@ def pool(view: PoolView) -> storage_pb2.Pool:
                 images=c.images,
             )
         )
-    for host, seen in sorted(view.hosts.items()):
-        msg.hosts.append(storage_pb2.PoolHost(host=host, seen_time=timestamp(seen)))
+    reports = reports or {}
+    for host in sorted(set(view.hosts) | set(reports)):
+        entry = storage_pb2.PoolHost(host=f"hosts/{host}")
+        if host in view.hosts:
+            entry.seen_time.CopyFrom(timestamp(view.hosts[host]))
+        report = reports.get(host)
+        if report is not None:
+            entry.state, entry.state_reason, entry.state_message = report.state, report.reason, report.message
+        msg.hosts.append(entry)
     return msg
 
 

@@ -129,7 +129,9 @@ class Pool(_message.Message):
     def capabilities(self) -> Global___PoolCapabilities: ...
     @_builtins.property
     def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolHost]:
-        """Shared pools: the hosts that verified the pool's marker."""
+        """Output only: each host that has the pool defined, with its state there (from
+        the host's own report), and for shared pools when it last verified the marker.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -231,18 +233,30 @@ class PoolHost(_message.Message):
 
     HOST_FIELD_NUMBER: _builtins.int
     SEEN_TIME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
+    STATE_MESSAGE_FIELD_NUMBER: _builtins.int
     host: _builtins.str
+    """"hosts/{host}"."""
+    state: Global___Pool.State.ValueType
+    state_reason: _builtins.str
+    state_message: _builtins.str
     @_builtins.property
-    def seen_time(self) -> _timestamp_pb2.Timestamp: ...
+    def seen_time(self) -> _timestamp_pb2.Timestamp:
+        """Shared pools: when the host last verified the pool's marker."""
+
     def __init__(
         self,
         *,
         host: _builtins.str = ...,
         seen_time: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___Pool.State.ValueType = ...,
+        state_reason: _builtins.str = ...,
+        state_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["seen_time", b"seen_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "seen_time", b"seen_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "seen_time", b"seen_time", "state", b"state", "state_message", b"state_message", "state_reason", b"state_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,6 +18,7 @@ from zsd.api import paging, storageconv, storagenames
 from zsd.api.convert import operation as operation_message
 from zsd.api.gateway import Gateway
 from zsd.api.names import request_id as check_request_id
+from zsd.cluster.control import ClusterControl
 from zsd.cluster.operations import OperationRegistry, OperationView, Progress
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import validate
@@ -26,7 +27,7 @@ from zsd.storage.httpget import validate_sha256, validate_url
 from zsd.storage.images import ImageSource
 from zsd.storage.model import ImageRecord
 from zsd.storage.pool import StoragePool
-from zsd.v1 import operation_pb2, storage_pb2, storage_pb2_grpc
+from zsd.v1 import host_pb2, operation_pb2, storage_pb2, storage_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
 
@@ -41,12 +42,33 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         gateway: Gateway,
         storage: StorageHost,
         operations: OperationRegistry,
+        control: ClusterControl | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``control``: a cluster member's state copy, whose host reports say how every
+        other host sees its pools (without it, only this host's view is known)."""
         self._gw = gateway
         self._storage = storage
         self._ops = operations
+        self._control = control
         self._clock = clock
+
+    def _reports(self) -> dict[str, dict[str, host_pb2.HostPool]]:
+        """pool name -> host name -> that host's report (this host's own, live)."""
+        by_pool: dict[str, dict[str, host_pb2.HostPool]] = {}
+        if self._control is not None:
+            for view in self._control.host_views():
+                if view.status is not None and view.entry.name != self._storage.host:
+                    for report in host_pb2.Host.FromString(view.status).pools:
+                        by_pool.setdefault(report.pool.removeprefix("pools/"), {})[view.entry.name] = report
+        for report in storageconv.host_pools(self._storage.states):
+            by_pool.setdefault(report.pool.removeprefix("pools/"), {})[self._storage.host] = report
+        return by_pool
+
+    async def _pool_message(self, name: str) -> storage_pb2.Pool:
+        """On the trio side."""
+        view = await self._storage.view(name)
+        return storageconv.pool(view, self._reports().get(name, {}))
 
     async def _operation(
         self,
@@ -72,7 +94,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.ListPoolsResponse:
         async def run(req: storage_pb2.ListPoolsRequest) -> storage_pb2.ListPoolsResponse:
             async def views() -> list[storage_pb2.Pool]:
-                return [storageconv.pool(await self._storage.view(n)) for n in self._storage.names()]
+                return [await self._pool_message(n) for n in self._storage.names()]
 
             pools = await self._gw.trio(context, views)
             page = paging.paginate(
@@ -85,7 +107,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
     async def GetPool(self, request: storage_pb2.GetPoolRequest, context: Ctx) -> storage_pb2.Pool:
         async def run(req: storage_pb2.GetPoolRequest) -> storage_pb2.Pool:
             name = storagenames.pool(req.name)
-            return storageconv.pool(await self._gw.trio(context, lambda: self._storage.view(name)))
+            return await self._gw.trio(context, lambda: self._pool_message(name))
 
         return await self._gw.handle(context, run, request)
 
@@ -94,9 +116,9 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
             spec = req.pool
             kind = storageconv.pool_kind(spec.kind)
             overcommit = spec.max_overcommit or None
-            view = await self._gw.trio(
-                context,
-                lambda: self._storage.create_pool(
+
+            async def create() -> storage_pb2.Pool:
+                await self._storage.create_pool(
                     name=req.pool_id,
                     kind=kind,
                     path=spec.path,
@@ -104,9 +126,10 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                     wwids=tuple(spec.wwids),
                     max_overcommit=overcommit,
                     description=spec.description,
-                ),
-            )
-            return storageconv.pool(view)
+                )
+                return await self._pool_message(req.pool_id)
+
+            return await self._gw.trio(context, create)
 
         return await self._gw.handle(context, run, request)
 
@@ -114,15 +137,16 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         async def run(req: storage_pb2.UpdatePoolRequest) -> storage_pb2.Pool:
             name = storagenames.pool(req.pool.name, field="pool.name")
             paths = set(_mask(req.update_mask.paths, _POOL_MUTABLE))
-            view = await self._gw.trio(
-                context,
-                lambda: self._storage.update_pool(
+
+            async def update() -> storage_pb2.Pool:
+                await self._storage.update_pool(
                     name,
                     max_overcommit=req.pool.max_overcommit if "max_overcommit" in paths else None,
                     description=req.pool.description if "description" in paths else None,
-                ),
-            )
-            return storageconv.pool(view)
+                )
+                return await self._pool_message(name)
+
+            return await self._gw.trio(context, update)
 
         return await self._gw.handle(context, run, request)
 
