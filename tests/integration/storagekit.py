@@ -30,7 +30,9 @@ def no_download(
     raise Unavailable(f"no downloads in this test ({url})")
 
 
-async def local_pool(root: Path, *, max_overcommit: float = 20.0, name: str = "p") -> StoragePool:
+async def local_pool(
+    root: Path, *, max_overcommit: float = 20.0, name: str = "p", qemu: QemuImg | None = None
+) -> StoragePool:
     spec = PoolSpec(
         name=name,
         uid=str(uuid.uuid4()),
@@ -42,7 +44,7 @@ async def local_pool(root: Path, *, max_overcommit: float = 20.0, name: str = "p
     driver = LocalDirPool(spec, host="h1")
     await driver.create()
     await driver.activate()
-    return StoragePool(driver, qemu=QemuImg(), download=no_download)
+    return StoragePool(driver, qemu=qemu or QemuImg(), download=no_download)
 
 
 def write(path: Path, pattern: int, offset: int, length: int, fmt: str = "qcow2") -> None:

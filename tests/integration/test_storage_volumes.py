@@ -17,6 +17,7 @@ from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFo
 from zsd.storage.images import ImageSource
 from zsd.storage.model import Qos
 from zsd.storage.pool import StoragePool
+from zsd.storage.qemuimg import QemuImg
 
 SIZE = 16 * MiB
 
@@ -319,3 +320,50 @@ async def test_an_image_from_another_pool_is_cached_once_in_the_data_pool(
     await data.delete_volume("a", force=False)
     await data.delete_volume("b", force=False)
     assert data.images.cached() == []
+
+
+FAILING_QEMU_IMG = """#!/bin/sh
+# qemu-img whose "commit" and "rebase" fail while the flag file exists.
+if [ -e "$(dirname "$0")/fail" ] && { [ "$1" = commit ] || [ "$1" = rebase ]; }; then
+    echo "qemu-img: injected failure" >&2
+    exit 1
+fi
+exec /usr/bin/qemu-img "$@"
+"""
+
+
+@pytest.mark.parametrize("merge", ["commit", "pull"])
+async def test_a_failed_merge_leaves_the_snapshot_deleting_and_a_retry_finishes(
+    tmp_path: Path, merge: str
+) -> None:
+    tool = tmp_path / "bin" / "qemu-img"
+    tool.parent.mkdir()
+    tool.write_text(FAILING_QEMU_IMG)
+    tool.chmod(0o755)
+    pool = await local_pool(tmp_path / "pool", qemu=QemuImg(str(tool)))
+    await pool.create_volume(name="v", size=SIZE)
+    big, small = (8 * MiB, 4096) if merge == "commit" else (4096, 8 * MiB)
+    write(pool.volumes.active_path(pool.volumes.get("v")), 0x10, 0, big)
+    await pool.volumes.snapshot("v", "s")
+    write(pool.volumes.active_path(pool.volumes.get("v")), 0x20, MiB, small)
+    vol = pool.volumes.get("v")
+    snap = vol.snapshot("s")
+    assert snap is not None and pool.volumes._delete_plan(vol, snap)[0] == merge
+    before = now(pool, tmp_path)
+    (tool.parent / "fail").touch()
+    with pytest.raises(FailedPrecondition) as e:
+        await pool.volumes.delete_snapshot("v", "s")
+    assert "injected failure" in e.value.message
+    after = pool.volumes.get("v").snapshot("s")
+    assert after is not None and after.deleting and leftovers(pool) == []
+    assert now(pool, tmp_path) == before  # the volume's content is intact
+    for call in (
+        pool.volumes.revert("v", "s"),
+        pool.clone_volume(source="v", snapshot="s", name="c", progress=lambda _: None),
+    ):
+        with pytest.raises(FailedPrecondition) as e:
+            await call
+        assert e.value.reason == "SNAPSHOT_DELETING"
+    (tool.parent / "fail").unlink()
+    await pool.volumes.delete_snapshot("v", "s")
+    assert pool.volumes.get("v").snapshots == () and now(pool, tmp_path) == before

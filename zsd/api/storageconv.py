@@ -148,6 +148,7 @@ def snapshot(
         size_bytes=size,
         description=snap.description,
         current=record.current_snapshot == snap.name,
+        deleting=snap.deleting,
     )
 
 

@@ -108,6 +108,9 @@ class SnapshotRecord:
     """The snapshot this one was taken after (the volume's current snapshot then)."""
     create_time: float
     description: str = ""
+    deleting: bool = False
+    """A delete started (and may have merged part of the layer away): the snapshot can
+    no longer be reverted to or copied, only deleted (again)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -201,13 +201,7 @@ class VolumeStore:
         """A new independent volume with the content of ``source`` (now, or at
         ``snapshot``); it shares only the read-only image base, if any."""
         src = self.get(source)
-        if snapshot is not None:
-            snap = src.snapshot(snapshot)
-            if snap is None:
-                raise NotFound(f"volume {source!r} has no snapshot {snapshot!r}", field="snapshot")
-            top = snap.layer
-        else:
-            top = src.active
+        top = self._usable_snapshot(src, snapshot).layer if snapshot is not None else src.active
         size = (await self._qemu.info(self.layer_path(src, top))).virtual_size
         base = src.base
 
@@ -370,7 +364,7 @@ class VolumeStore:
         """The volume's content becomes the snapshot's; what was written since is dropped."""
         async with self._locks.hold(f"volume-{name}"):
             record = self.get(name)
-            snap = self._snapshot(record, snapshot)
+            snap = self._usable_snapshot(record, snapshot)
             self._check_detached(record, "revert")
             layer = self._new_id()
             old = record.active
@@ -412,8 +406,18 @@ class VolumeStore:
             entry = self._journal.begin(
                 "delete-snapshot", name, uid=record.uid, snapshot=snapshot, plan=plan, children=children
             )
-            record = await self._merge(record, snap, plan, children, progress)
-            self._journal.end(entry)
+            try:
+                # First: the snapshot can no longer be used (a merge changes its layer).
+                snap = replace(snap, deleting=True)
+                record = replace(
+                    record, snapshots=tuple(snap if s.name == snapshot else s for s in record.snapshots)
+                )
+                self._write(record)
+                record = await self._merge(record, snap, plan, children, progress)
+            finally:
+                # Done, or failed with every remaining layer still intact: deleting again
+                # plans afresh from the layers as they are then.
+                self._journal.end(entry)
             return record
 
     def _delete_plan(self, record: VolumeRecord, snap: SnapshotRecord) -> tuple[str, list[str]]:
@@ -544,6 +548,16 @@ class VolumeStore:
         snap = record.snapshot(snapshot)
         if snap is None:
             raise NotFound(f"volume {record.name!r} has no snapshot {snapshot!r}", field="name")
+        return snap
+
+    def _usable_snapshot(self, record: VolumeRecord, snapshot: str) -> SnapshotRecord:
+        snap = self._snapshot(record, snapshot)
+        if snap.deleting:
+            raise FailedPrecondition(
+                f"snapshot {snapshot!r} of volume {record.name!r} is being deleted (or a delete was "
+                "interrupted): it can only be deleted",
+                reason="SNAPSHOT_DELETING",
+            )
         return snap
 
     def _check_detached(self, record: VolumeRecord, what: str) -> None:

@@ -469,6 +469,7 @@ class Snapshot(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CURRENT_FIELD_NUMBER: _builtins.int
+    DELETING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"pools/{pool}/volumes/{volume}/snapshots/{snapshot}"."""
     parent: _builtins.str
@@ -478,6 +479,10 @@ class Snapshot(_message.Message):
     description: _builtins.str
     current: _builtins.bool
     """Output only: the volume was last snapshotted at or reverted to this one."""
+    deleting: _builtins.bool
+    """Output only: a delete started (or was interrupted); the snapshot can only be
+    deleted (again), not reverted to or copied.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -489,10 +494,11 @@ class Snapshot(_message.Message):
         size_bytes: _builtins.int = ...,
         description: _builtins.str = ...,
         current: _builtins.bool = ...,
+        deleting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "current", b"current", "description", b"description", "name", b"name", "parent", b"parent", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "current", b"current", "deleting", b"deleting", "description", b"description", "name", b"name", "parent", b"parent", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
