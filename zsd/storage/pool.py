@@ -4,6 +4,8 @@ capacity rules that hold between them."""
 from __future__ import annotations
 
 import time
+
+import trio
 from collections.abc import Callable
 
 from zsd.errors import InvalidArgument, ResourceExhausted, Unsupported
@@ -101,7 +103,8 @@ class StoragePool:
                 )
             source = image_pool or self
             async with self.images.cache_lock(image.sha256):
-                base = self.images.cache(image, source.images.data_path(image))
+                # A copy when the image lives on another filesystem: not on the event loop.
+                base = await trio.to_thread.run_sync(self.images.cache, image, source.images.data_path(image))
                 try:
                     return await self.volumes.create(
                         name=name,
