@@ -4,9 +4,9 @@ capacity rules that hold between them."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import trio
-from collections.abc import Callable
 
 from zsd.errors import InvalidArgument, ResourceExhausted, Unsupported
 from zsd.storage.images import Downloader, ImageStore
