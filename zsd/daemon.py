@@ -64,6 +64,7 @@ from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
 from zsd.paths import Paths
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
+from zsd.storage import clusterpools
 from zsd.storage.host import StorageHost
 from zsd.storage.setup import open_storage
 from zsd.util.apithread import Bridge, open_api_thread
@@ -173,6 +174,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 storage=core.storage,
                 operations=core.operations,
                 control=member.control if member is not None else None,
+                router=router,
             ),
             server,
         )
@@ -336,6 +338,7 @@ async def _start_member(
         on_removed=lambda: life.removed(paths, plane),
     )
     await nursery.start(runtime.run)
+    nursery.start_soon(clusterpools.follow, replica, core.storage)
     await nursery.start(leases.run)
     await nursery.start(gossip.run)
     nursery.start_soon(_announce, gossip, gossip_meta, leadership, replica, config.host_name)

@@ -137,7 +137,7 @@ def test_member_state_labels_watch_and_consistent_reads(tmp_path: Path, sanlock:
     from google.protobuf import field_mask_pb2
 
     from tests.integration.clusterload import label_write
-    from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc
+    from zsd.v1 import cluster_pb2, cluster_pb2_grpc, host_pb2, host_pb2_grpc, storage_pb2, storage_pb2_grpc
 
     root, shared = tmp_path / "root", tmp_path / "shared"
     shared.mkdir()
@@ -193,9 +193,33 @@ def test_member_state_labels_watch_and_consistent_reads(tmp_path: Path, sanlock:
             with pytest.raises(grpc.RpcError) as last:
                 hosts.DeleteHost(host_pb2.DeleteHostRequest(name="hosts/m1"))
             assert last.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+            # Pool definitions go through the leader's store (here: this host).
+            storage = storage_pb2_grpc.StorageServiceStub(channel)
+            kind = storage_pb2.Pool.LOCAL_DIR
+            created = storage.CreatePool(
+                storage_pb2.CreatePoolRequest(
+                    pool_id="fast", pool=storage_pb2.Pool(kind=kind, path=str(tmp_path / "fast"))
+                ),
+                timeout=20,
+            )
+            assert (created.state, created.host) == (storage_pb2.Pool.ACTIVE, "m1")
+            with pytest.raises(grpc.RpcError) as taken:
+                storage.CreatePool(
+                    storage_pb2.CreatePoolRequest(
+                        pool_id="default", pool=storage_pb2.Pool(kind=kind, path=str(tmp_path / "d2"))
+                    ),
+                    timeout=20,
+                )
+            assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert not (tmp_path / "d2" / ".zsd-pool").exists()  # nothing left of the refused pool
+            storage.DeletePool(storage_pb2.DeletePoolRequest(name="pools/fast"), timeout=20)
+            names = [p.name for p in storage.ListPools(storage_pb2.ListPoolsRequest(), timeout=20).pools]
+            assert names == ["pools/default"]
     finally:
         assert zsd.stop() == 0
     assert verify(shared / "cluster.db") == ()
+    assert (tmp_path / "fast").is_dir() and not (tmp_path / "fast" / ".zsd-pool").exists()
 
 
 def test_a_host_founds_its_cluster_of_one_on_first_start(tmp_path: Path, sanlock: SanlockDaemon) -> None:

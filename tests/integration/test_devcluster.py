@@ -144,26 +144,55 @@ def test_three_hosts_faults_and_clean_down(cluster: DevCluster, hook: RecordingH
     members = ["hosts/h1", "hosts/h2", "hosts/h3"]
     assert wait_until(lambda: hosts_seen(cluster, "h1", "h2") == members, 10), hosts_seen(cluster, "h1", "h2")
 
-    # A shared-fs pool: h1 creates it (marker), h2 joins it by name and path; every
-    # host's report of its pools reaches every member (here: h3's copy).
+    # Pools are defined for the whole cluster: a shared-fs pool created through h1 is
+    # activated by every host (each checks the marker), and every member sees each
+    # host's state of it (here: h3's copy of the host reports).
     share = cluster.shared_dir / "images-share"
     share.mkdir()
     created = zsctl_json(
         cluster, "h1", "h1", "pool", "create", "shared", "--kind", "shared-fs", "--path", str(share)
     )
-    joined = zsctl_json(
-        cluster, "h2", "h2", "pool", "create", "shared", "--kind", "shared-fs", "--path", str(share)
-    )
-    assert isinstance(created, dict) and isinstance(joined, dict) and created["uid"] == joined["uid"]
-    assert sorted(h["host"] for h in joined["hosts"]) == ["hosts/h1", "hosts/h2"]
-    expected = {
-        "hosts/h1": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")],
-        "hosts/h2": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")],
-        "hosts/h3": [("pools/default", "ACTIVE")],
-    }
+    assert isinstance(created, dict) and created["state"] == "ACTIVE"
+    expected = {f"hosts/h{i}": [("pools/default", "ACTIVE"), ("pools/shared", "ACTIVE")] for i in (1, 2, 3)}
     assert wait_until(lambda: pool_states(cluster, "h3", "h3") == expected, 15), pool_states(
         cluster, "h3", "h3"
     )
+    shown = zsctl_json(cluster, "h2", "h2", "pool", "show", "shared")
+    assert isinstance(shown, dict) and shown["uid"] == created["uid"]
+    assert [(h["host"], h["state"], "seen_time" in h) for h in shown["hosts"]] == [
+        (f"hosts/h{i}", "ACTIVE", True) for i in (1, 2, 3)
+    ]
+    # A local-dir pool is one host's: the others know it and say where it is.
+    fast = cluster.host("h2").root / "fast"
+    zsctl_json(cluster, "h2", "h2", "pool", "create", "fast", "--kind", "local-dir", "--path", str(fast))
+    assert wait_until(
+        lambda: ("pools/fast", "ACTIVE") in pool_states(cluster, "h1", "h1").get("hosts/h2", []), 15
+    )
+    elsewhere = zsctl_json(cluster, "h1", "h1", "pool", "show", "fast")
+    assert isinstance(elsewhere, dict) and (elsewhere["state"], elsewhere["host"]) == ("INACTIVE", "h2")
+    argv = [ZSCTL, "--endpoint", cluster.host("h1").endpoint_tcp, *cluster.client_tls_args()]
+    refused = cluster.run_in("h1", [*argv, "volume", "create", "fast/v", "--size", "1M"], timeout=30)
+    assert refused.returncode == 1 and "POOL_NOT_ACTIVE" in refused.stderr and "h2" in refused.stderr
+    # Deleted through h3 (it has the shared pool active and sees it empty): gone everywhere.
+    gone = cluster.run_in(
+        "h3",
+        [
+            ZSCTL,
+            "--endpoint",
+            cluster.host("h3").endpoint_tcp,
+            *cluster.client_tls_args(),
+            "pool",
+            "delete",
+            "shared",
+        ],
+        timeout=30,
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert wait_until(
+        lambda: all(("pools/shared", "ACTIVE") not in v for v in pool_states(cluster, "h1", "h1").values()),
+        15,
+    )
+    assert not (share / ".zsd-pool").exists()
 
     # Partition h2: the call fails within its deadline; h2 itself keeps serving locally.
     cluster.cut_link("h2")

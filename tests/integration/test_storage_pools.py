@@ -4,6 +4,7 @@ two hosts through their marker, and the refusals that keep data safe."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,34 @@ async def test_a_definition_that_cannot_be_saved_leaves_no_marker(tmp_path: Path
     assert list((tmp_path / "p").iterdir()) == [] and h.names() == []
     h._registry.unlink()
     await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"))  # a retry works
+
+
+async def test_cluster_definitions_are_applied_and_withdrawn(tmp_path: Path) -> None:
+    h1, h2 = storage_host(tmp_path, "h1"), storage_host(tmp_path, "h2")
+    await h1.start(default_dir=tmp_path / "h1-default")
+    await h2.start(default_dir=tmp_path / "h2-default")
+    share = tmp_path / "nfs"
+    share.mkdir()
+    shared, fresh = await h1.prepare_pool(name="shared", kind=PoolKind.SHARED_FS, path=str(share))
+    local, _ = await h1.prepare_pool(name="fast", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "fast"))
+    assert fresh and h1.names() == ["default"]  # prepared, not defined yet
+    cluster = {"shared": shared, "fast": local}
+    for h in (h1, h2):
+        await h.sync_cluster(cluster)
+    assert (
+        dict(h1.states)["shared"].state is PoolState.ACTIVE
+        and dict(h2.states)["shared"].state is PoolState.ACTIVE
+    )
+    assert dict(h1.states)["fast"].state is PoolState.ACTIVE
+    assert (dict(h2.states)["fast"].state, dict(h2.states)["fast"].reason) == (
+        PoolState.INACTIVE,
+        "OTHER_HOST",
+    )
+    assert h1.is_cluster_pool("shared") and not h1.is_cluster_pool("default")
+    # A changed limit is followed without re-activation; a withdrawn pool is forgotten.
+    await h2.sync_cluster({"shared": replace(shared, max_overcommit=2.0)})
+    assert h2.spec("shared").max_overcommit == 2.0 and "fast" not in h2.names()
+    # A cluster pool by the name of a host's own pool leaves the host's own in place.
+    await h2.sync_cluster({"default": replace(shared, name="default")})
+    assert h2.spec("default").kind is PoolKind.LOCAL_DIR and not h2.is_cluster_pool("default")
+    assert "shared" not in h2.names()

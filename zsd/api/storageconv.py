@@ -9,7 +9,7 @@ from zsd.api.convert import timestamp
 from zsd.errors import InvalidArgument
 from zsd.storage.host import PoolView
 from zsd.storage.model import ImageRecord, PoolKind, Qos, SnapshotRecord, VolumeRecord
-from zsd.storage.pools.base import PoolState, PoolStatus
+from zsd.storage.pools.base import DEFAULT_MAX_OVERCOMMIT, PoolSpec, PoolState, PoolStatus
 from zsd.v1 import host_pb2, storage_pb2
 
 POOL_KINDS = {
@@ -44,10 +44,9 @@ def image_format(value: int) -> str | None:
     raise InvalidArgument(f"unknown image format {value}", field="format")
 
 
-def pool(view: PoolView, reports: Mapping[str, host_pb2.HostPool] | None = None) -> storage_pb2.Pool:
-    """``reports``: host name -> that host's report of this pool."""
-    spec = view.spec
-    msg = storage_pb2.Pool(
+def pool_definition(spec: PoolSpec) -> storage_pb2.Pool:
+    """The definition alone (what a forwarded CreatePool/UpdatePool carries to the leader)."""
+    return storage_pb2.Pool(
         name=f"pools/{spec.name}",
         uid=spec.uid,
         kind=POOL_KINDS[spec.kind],
@@ -57,11 +56,34 @@ def pool(view: PoolView, reports: Mapping[str, host_pb2.HostPool] | None = None)
         wwids=list(spec.wwids),
         max_overcommit=spec.max_overcommit,
         description=spec.description,
-        state=_POOL_STATES[view.status.state],
-        state_reason=view.status.reason,
-        state_message=view.status.message,
         create_time=timestamp(spec.create_time),
     )
+
+
+def pool_spec(name: str, msg: storage_pb2.Pool) -> PoolSpec:
+    """The inverse of ``pool_definition``, on the leader."""
+    if not msg.uid:
+        raise InvalidArgument("a forwarded pool definition must carry its uid", field="pool.uid")
+    return PoolSpec(
+        name=name,
+        uid=msg.uid,
+        kind=pool_kind(msg.kind),
+        path=msg.path,
+        host=msg.host,
+        vg_name=msg.vg_name,
+        wwids=tuple(msg.wwids),
+        max_overcommit=msg.max_overcommit or DEFAULT_MAX_OVERCOMMIT,
+        create_time=msg.create_time.ToNanoseconds() / 1e9,
+        description=msg.description,
+    )
+
+
+def pool(view: PoolView, reports: Mapping[str, host_pb2.HostPool] | None = None) -> storage_pb2.Pool:
+    """``reports``: host name -> that host's report of this pool."""
+    msg = pool_definition(view.spec)
+    msg.state = _POOL_STATES[view.status.state]
+    msg.state_reason = view.status.reason
+    msg.state_message = view.status.message
     if view.capacity is not None:
         cap = view.capacity
         msg.capacity.CopyFrom(

@@ -68,6 +68,8 @@ class StorageHost:
         self._new_id = new_id
         self._specs: dict[str, PoolSpec] = {}
         self._active: dict[str, StoragePool] = {}
+        self._cluster: set[str] = set()
+        """Names defined by the cluster (cluster.db), not by this host's registry."""
         self._status: dict[str, PoolStatus] = {}
         self._locks: dict[str, FileLocks] = {}
         self.states: tuple[tuple[str, PoolStatus], ...] = ()
@@ -189,7 +191,10 @@ class StorageHost:
 
     # -- definitions ---------------------------------------------------------------
 
-    async def create_pool(
+    def is_cluster_pool(self, name: str) -> bool:
+        return name in self._cluster
+
+    async def prepare_pool(
         self,
         *,
         name: str,
@@ -199,7 +204,9 @@ class StorageHost:
         wwids: tuple[str, ...] = (),
         max_overcommit: float | None = None,
         description: str = "",
-    ) -> PoolView:
+    ) -> tuple[PoolSpec, bool]:
+        """Checks a new pool and prepares its storage; returns the spec and whether this
+        call wrote the marker (so that ``undo_prepare`` can take it back)."""
         validate.name(name, field="pool_id")
         if name in self._specs:
             raise AlreadyExists(f"pool {name!r} already exists", field="pool_id")
@@ -224,11 +231,39 @@ class StorageHost:
         driver = self._make_driver(spec)
         fresh = kind is not PoolKind.SHARED_BLOCK and not (Path(path) / MARKER).exists()
         await driver.create()
+        return spec, fresh
+
+    def undo_prepare(self, spec: PoolSpec, fresh: bool) -> None:
+        """The definition was not saved: the marker this host wrote must not make a
+        retry find the directory "in use"."""
+        if fresh and spec.path:
+            _remove_bookkeeping(Path(spec.path))
+
+    async def create_pool(
+        self,
+        *,
+        name: str,
+        kind: PoolKind,
+        path: str = "",
+        vg_name: str = "",
+        wwids: tuple[str, ...] = (),
+        max_overcommit: float | None = None,
+        description: str = "",
+    ) -> PoolView:
+        """Defines a pool of this host only (the embedded cluster of one)."""
+        spec, fresh = await self.prepare_pool(
+            name=name,
+            kind=kind,
+            path=path,
+            vg_name=vg_name,
+            wwids=wwids,
+            max_overcommit=max_overcommit,
+            description=description,
+        )
         try:
             write_atomic(self._registry / f"{name}.json", spec.encode(), mode=0o644)
         except BaseException:
-            if fresh:  # the marker this call wrote: a retry must not find it "in use"
-                _remove_bookkeeping(Path(path))
+            self.undo_prepare(spec, fresh)
             raise
         self._specs[name] = spec
         await self._activate(spec)
@@ -244,41 +279,107 @@ class StorageHost:
             return found.get("uid")
         return None
 
-    async def update_pool(
+    def updated_spec(
         self, name: str, *, max_overcommit: float | None = None, description: str | None = None
-    ) -> PoolView:
+    ) -> PoolSpec:
         spec = self.spec(name)
         if max_overcommit is not None:
             spec = replace(spec, max_overcommit=_overcommit(max_overcommit))
         if description is not None:
             spec = replace(spec, description=description)
+        return spec
+
+    async def update_pool(
+        self, name: str, *, max_overcommit: float | None = None, description: str | None = None
+    ) -> PoolView:
+        spec = self.updated_spec(name, max_overcommit=max_overcommit, description=description)
         write_atomic(self._registry / f"{name}.json", spec.encode(), mode=0o644)
-        self._specs[name] = spec
-        pool = self._active.get(name)
-        if pool is not None:
-            pool.driver = self._make_driver(spec)
+        self._replace_spec(spec)
         return await self.view(name)
 
-    async def delete_pool(self, name: str) -> PoolSpec:
-        """Forgets an empty pool. Its directory stays (minus zsd's own bookkeeping);
-        a pool that still holds volumes or images is refused, never emptied."""
+    def _replace_spec(self, spec: PoolSpec) -> None:
+        self._specs[spec.name] = spec
+        pool = self._active.get(spec.name)
+        if pool is not None:
+            pool.driver = self._make_driver(spec)
+
+    def check_deletable(self, name: str) -> PoolSpec:
+        """Only an empty pool, checked where it is active: a pool that still holds
+        volumes or images is refused, never emptied."""
         spec = self.spec(name)
         pool = self._active.get(name)
-        if pool is not None:
-            volumes, images = pool.volumes.records(), pool.images.records()
-            if volumes or images:
-                raise FailedPrecondition(
-                    f"pool {name!r} still holds {len(volumes)} volume(s) and {len(images)} image(s); "
-                    "delete them first",
-                    reason="POOL_NOT_EMPTY",
-                )
-        (self._registry / f"{name}.json").unlink()
-        del self._specs[name]
-        self._set_status(name, None)
-        self._active.pop(name, None)
-        if pool is not None and spec.kind is PoolKind.LOCAL_DIR:
-            _remove_bookkeeping(pool.files.root)
+        if pool is None:
+            where = (
+                f"on host {spec.host}" if spec.kind is PoolKind.LOCAL_DIR else "on a host that has it active"
+            )
+            raise FailedPrecondition(
+                f"pool {name!r} is not active here, so its content cannot be checked: delete it {where}",
+                reason="POOL_NOT_ACTIVE",
+            )
+        volumes, images = pool.volumes.records(), pool.images.records()
+        if volumes or images:
+            raise FailedPrecondition(
+                f"pool {name!r} still holds {len(volumes)} volume(s) and {len(images)} image(s); "
+                "delete them first",
+                reason="POOL_NOT_EMPTY",
+            )
         return spec
+
+    async def delete_pool(self, name: str) -> PoolSpec:
+        """Forgets an empty pool of this host. Its directory stays (minus zsd's own
+        bookkeeping)."""
+        spec = self.check_deletable(name) if name in self._active else self.spec(name)
+        (self._registry / f"{name}.json").unlink()
+        self._forget(name)
+        return spec
+
+    def release_storage(self, spec: PoolSpec) -> None:
+        """After a cluster-wide delete: the (empty) directory loses zsd's marker."""
+        if spec.path and spec.kind is not PoolKind.SHARED_BLOCK:
+            _remove_bookkeeping(Path(spec.path))
+
+    def _forget(self, name: str) -> None:
+        spec = self._specs.pop(name)
+        self._cluster.discard(name)
+        self._set_status(name, None)
+        pool = self._active.pop(name, None)
+        if (
+            pool is not None
+            and spec.kind is PoolKind.LOCAL_DIR
+            and not (pool.volumes.records() or pool.images.records())
+        ):
+            _remove_bookkeeping(pool.files.root)
+
+    async def sync_cluster(self, specs: dict[str, PoolSpec]) -> None:
+        """Applies the cluster's pool definitions: activates new ones, forgets removed
+        ones, follows changed limits. A pool of this host by the same name (defined
+        before it joined) keeps the name here and is reported in conflict."""
+        for name in sorted(self._cluster - set(specs)):
+            log.info("pool %s was deleted from the cluster", name)
+            self._forget(name)
+        for name, spec in sorted(specs.items()):
+            if name in self._specs and name not in self._cluster:
+                if self._status[name].reason != "NAME_CONFLICT":
+                    log.warning("cluster pool %s has the name of a pool of this host; that one is kept", name)
+                continue
+            old = self._specs.get(name)
+            self._specs[name] = spec
+            self._cluster.add(name)
+            if old is None or (old.uid, old.kind, old.path, old.host) != (
+                spec.uid,
+                spec.kind,
+                spec.path,
+                spec.host,
+            ):
+                await self._activate(spec)
+            elif old != spec:
+                self._replace_spec(spec)
+
+    async def wait_synced(self, name: str, spec: PoolSpec | None, timeout: float = 5.0) -> None:
+        """Until this host applied a cluster change to ``name`` (``spec`` None: its removal)."""
+        with trio.move_on_after(timeout):
+            while self._specs.get(name) != spec:
+                await trio.sleep(0.02)
 
 
 def _overcommit(value: float) -> float:

@@ -18,6 +18,8 @@ from zsd.api import paging, storageconv, storagenames
 from zsd.api.convert import operation as operation_message
 from zsd.api.gateway import Gateway
 from zsd.api.names import request_id as check_request_id
+from zsd.api.poolcluster import ClusterPools, forwarded
+from zsd.api.router import Router
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.operations import OperationRegistry, OperationView, Progress
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -43,6 +45,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         storage: StorageHost,
         operations: OperationRegistry,
         control: ClusterControl | None = None,
+        router: Router | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``control``: a cluster member's state copy, whose host reports say how every
@@ -52,6 +55,11 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         self._ops = operations
         self._control = control
         self._clock = clock
+        self._cluster = (
+            ClusterPools(gateway=gateway, storage=storage, control=control, router=router)
+            if control is not None and router is not None
+            else None
+        )
 
     def _reports(self) -> dict[str, dict[str, host_pb2.HostPool]]:
         """pool name -> host name -> that host's report (this host's own, live)."""
@@ -117,6 +125,12 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
             kind = storageconv.pool_kind(spec.kind)
             overcommit = spec.max_overcommit or None
 
+            if self._cluster is not None:
+                answer = await self._cluster.create(context, req, kind)
+                if answer is not None:
+                    return answer
+                return await self._gw.trio(context, lambda: self._pool_message(req.pool_id))
+
             async def create() -> storage_pb2.Pool:
                 await self._storage.create_pool(
                     name=req.pool_id,
@@ -137,6 +151,13 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         async def run(req: storage_pb2.UpdatePoolRequest) -> storage_pb2.Pool:
             name = storagenames.pool(req.pool.name, field="pool.name")
             paths = set(_mask(req.update_mask.paths, _POOL_MUTABLE))
+            if self._cluster is not None and (
+                forwarded(context) or await self._gw.trio_sync(lambda: self._storage.is_cluster_pool(name))
+            ):
+                answer = await self._cluster.update(context, req, name, paths)
+                if answer is not None:
+                    return answer
+                return await self._gw.trio(context, lambda: self._pool_message(name))
 
             async def update() -> storage_pb2.Pool:
                 await self._storage.update_pool(
@@ -153,6 +174,11 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
     async def DeletePool(self, request: storage_pb2.DeletePoolRequest, context: Ctx) -> empty_pb2.Empty:
         async def run(req: storage_pb2.DeletePoolRequest) -> empty_pb2.Empty:
             name = storagenames.pool(req.name)
+            if self._cluster is not None and (
+                forwarded(context) or await self._gw.trio_sync(lambda: self._storage.is_cluster_pool(name))
+            ):
+                await self._cluster.delete(context, req, name)
+                return empty_pb2.Empty()
             await self._gw.trio(context, lambda: self._storage.delete_pool(name))
             return empty_pb2.Empty()
 
