@@ -111,9 +111,9 @@ async def test_definition_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument) as e:
         await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path="/srv/../etc")
     assert e.value.field == "pool.path"
-    with pytest.raises(FailedPrecondition) as e:
+    with pytest.raises(FailedPrecondition) as refused:
         await h.create_pool(name="p", kind=PoolKind.SHARED_FS, path=str(tmp_path / "absent"))
-    assert e.value.reason == "NOT_MOUNTED"
+    assert refused.value.reason == "NOT_MOUNTED"
     with pytest.raises(InvalidArgument) as e:
         await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"), max_overcommit=0.5)
     assert e.value.field == "pool.max_overcommit"
@@ -121,15 +121,15 @@ async def test_definition_errors(tmp_path: Path) -> None:
     await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"))
     with pytest.raises(AlreadyExists):
         await h.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "q"))
-    with pytest.raises(FailedPrecondition) as e:
+    with pytest.raises(FailedPrecondition) as refused:
         await h.create_pool(name="q", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"))
-    assert e.value.reason == "POOL_IN_USE"
+    assert refused.value.reason == "POOL_IN_USE"
     # A directory holding another cluster's (or a forgotten) pool is not taken over either.
     other = storage_host(tmp_path, "h9")
     await other.start()
-    with pytest.raises(FailedPrecondition) as e:
+    with pytest.raises(FailedPrecondition) as refused:
         await other.create_pool(name="p", kind=PoolKind.LOCAL_DIR, path=str(tmp_path / "p"))
-    assert e.value.reason == "POOL_IN_USE"
+    assert refused.value.reason == "POOL_IN_USE"
 
 
 async def test_delete_pool_only_when_empty_and_keeps_the_directory(tmp_path: Path) -> None:
