@@ -243,6 +243,13 @@ def test_http_import_with_checksum(stubs: Stubs, web: tuple[str, Path]) -> None:
         ),
         (
             storage_pb2.CreateVolumeRequest(
+                parent="pools/default", volume_id="v", volume=storage_pb2.Volume(size_bytes=1 << 60)
+            ),
+            "INVALID_ARGUMENT",
+            "volume.size_bytes",
+        ),
+        (
+            storage_pb2.CreateVolumeRequest(
                 parent="pools/default", volume_id="v", source_snapshot="pools/other/volumes/x/snapshots/s"
             ),
             "FAILED_PRECONDITION",

@@ -61,9 +61,10 @@ class StoragePool:
             size=physical.size, used=physical.used, free=physical.free, provisioned=self.volumes.provisioned()
         )
 
-    async def _room(self, field: str) -> ReserveFn:
+    async def room(self, field: str) -> ReserveFn:
         """A check for ``n`` more provisioned bytes against the over-provisioning limit.
-        Callers hold the pool's capacity lock, so two creations cannot both pass it."""
+        Binding only under the pool's capacity lock (then two creations cannot both
+        pass it); without it, an early answer for the caller."""
         cap = await self.capacity()
         ratio = self.driver.spec.max_overcommit
         limit = int(cap.size * ratio)
@@ -96,7 +97,7 @@ class StoragePool:
         description: str = "",
     ) -> VolumeRecord:
         async with self.locks.hold("capacity"):
-            reserve = await self._room("volume.size_bytes")
+            reserve = await self.room("volume.size_bytes")
             if image is None:
                 return await self.volumes.create(
                     name=name, size=size, qos=qos, description=description, reserve=reserve
@@ -123,14 +124,14 @@ class StoragePool:
         self, *, source: str, snapshot: str | None, name: str, progress: ProgressFn
     ) -> VolumeRecord:
         async with self.locks.hold("capacity"):
-            reserve = await self._room("volume_id")
+            reserve = await self.room("volume_id")
             return await self.volumes.clone(
                 source=source, snapshot=snapshot, name=name, progress=progress, reserve=reserve
             )
 
     async def resize_volume(self, name: str, size: int) -> VolumeRecord:
         async with self.locks.hold("capacity"):
-            return await self.volumes.resize(name, size, reserve=await self._room("size_bytes"))
+            return await self.volumes.resize(name, size, reserve=await self.room("size_bytes"))
 
     async def delete_volume(self, name: str, *, force: bool) -> VolumeRecord:
         record = await self.volumes.delete(name, force=force)

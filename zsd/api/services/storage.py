@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
@@ -22,7 +23,7 @@ from zsd.api.poolcluster import ClusterPools, forwarded
 from zsd.api.router import Router
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.operations import OperationRegistry, OperationView, Progress
-from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
+from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import validate
 from zsd.storage.host import StorageHost
 from zsd.storage.httpget import validate_sha256, validate_url
@@ -32,6 +33,7 @@ from zsd.storage.pool import StoragePool
 from zsd.v1 import host_pb2, operation_pb2, storage_pb2, storage_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
+N = TypeVar("N", bound="_Named")
 
 _POOL_MUTABLE = {"max_overcommit", "description"}
 _VOLUME_MUTABLE = {"qos", "description"}
@@ -195,14 +197,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
             def images() -> list[storage_pb2.Image]:
                 return [storageconv.image(name, r) for r in self._storage.pool(name).images.records()]
 
-            items = await self._gw.trio_sync(images)
-            page = paging.paginate(
-                items,
-                key=lambda i: i.name,
-                page_size=req.page_size,
-                page_token=req.page_token,
-                query=req.parent,
-            )
+            page = _page(await self._gw.trio_sync(images), req)
             return storage_pb2.ListImagesResponse(images=page.items, next_page_token=page.next_page_token)
 
         return await self._gw.handle(context, run, request)
@@ -274,14 +269,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                     storageconv.volume(name, r, allocated=pool.allocated(r)) for r in pool.volumes.records()
                 ]
 
-            items = await self._gw.trio_sync(volumes)
-            page = paging.paginate(
-                items,
-                key=lambda v: v.name,
-                page_size=req.page_size,
-                page_token=req.page_token,
-                query=req.parent,
-            )
+            page = _page(await self._gw.trio_sync(volumes), req)
             return storage_pb2.ListVolumesResponse(volumes=page.items, next_page_token=page.next_page_token)
 
         return await self._gw.handle(context, run, request)
@@ -318,15 +306,28 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                     reason="OTHER_POOL",
                 )
 
-            def prepare() -> tuple[StoragePool, ImageRecord | None, StoragePool | None]:
-                pool = self._storage.pool(pool_name)
-                if image_name is None:
-                    return pool, None, None
-                image_pool = self._storage.pool(image_name.pool)
-                return pool, image_pool.images.get(image_name.image), image_pool
-
-            pool, image, image_pool = await self._gw.trio_sync(prepare)
             validate.qos(qos, field="volume.qos")
+            if image_name is None and copy_of is None:
+                validate.size(spec.size_bytes, field="volume.size_bytes")
+
+            async def prepare() -> tuple[StoragePool, ImageRecord | None, StoragePool | None]:
+                # What can be refused now is refused by the call rather than by the
+                # operation (the job checks again under the pool's locks).
+                pool = self._storage.pool(pool_name)
+                if pool.volumes.exists(volume_id):
+                    raise AlreadyExists(
+                        f"pools/{pool_name}/volumes/{volume_id} already exists", field="volume_id"
+                    )
+                image = image_pool = None
+                if image_name is not None:
+                    image_pool = self._storage.pool(image_name.pool)
+                    image = image_pool.images.get(image_name.image)
+                size = spec.size_bytes or (image.virtual_size if image is not None else 0)
+                if size and copy_of is None:
+                    (await pool.room("volume.size_bytes"))(size)
+                return pool, image, image_pool
+
+            pool, image, image_pool = await self._gw.trio(context, prepare)
 
             async def job(progress: Progress) -> storage_pb2.Volume:
                 if copy_of is not None:
@@ -354,8 +355,6 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                     )
                 return storageconv.volume(pool_name, record, allocated=pool.allocated(record))
 
-            if image is None and copy_of is None:
-                validate.size(spec.size_bytes, field="volume.size_bytes")
             return await self._operation(
                 context,
                 verb="CreateVolume",
@@ -450,14 +449,7 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.ListSnapshotsResponse:
         async def run(req: storage_pb2.ListSnapshotsRequest) -> storage_pb2.ListSnapshotsResponse:
             n = storagenames.parse(req.parent, "volume", field="parent")
-            items = await self._gw.trio_sync(lambda: self._snapshots(n))
-            page = paging.paginate(
-                items,
-                key=lambda s: s.name,
-                page_size=req.page_size,
-                page_token=req.page_token,
-                query=req.parent,
-            )
+            page = _page(await self._gw.trio_sync(lambda: self._snapshots(n)), req)
             return storage_pb2.ListSnapshotsResponse(
                 snapshots=page.items, next_page_token=page.next_page_token
             )
@@ -530,6 +522,23 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
             )
 
         return await self._gw.handle(context, run, request)
+
+
+class _Named(Protocol):
+    name: str
+
+
+class _ListRequest(Protocol):
+    parent: str
+    page_size: int
+    page_token: str
+
+
+def _page(items: Sequence[N], req: _ListRequest) -> paging.Page[N]:
+    """A page of a collection under ``req.parent``, in name order."""
+    return paging.paginate(
+        items, key=lambda i: i.name, page_size=req.page_size, page_token=req.page_token, query=req.parent
+    )
 
 
 def _mask(paths: Iterable[str], allowed: set[str]) -> list[str]:
