@@ -11,6 +11,8 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils sanlock
   iproute2 nftables procps
   lvm2 lvm2-lockd          # shared-block pools (LVM volume groups with lvmlockd + sanlock)
+  ovmf                     # UEFI guests (OVMF code and variable templates)
+  libxml2-utils            # xmllint, which virt-xml-validate runs: golden domain XML checks
   gcc libc6-dev            # tests: the LD_PRELOAD shim that lets sanlock run without CAP_SYS_RESOURCE
 )
 

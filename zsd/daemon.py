@@ -24,11 +24,12 @@ import grpc
 import trio
 
 import zsd
-from zsd.api import peerauth, storageconv
+from zsd.api import computeconv, peerauth, storageconv
 from zsd.api.gateway import Gateway
 from zsd.api.router import Router
 from zsd.api.server import ApiServer, Registrar
 from zsd.api.services.cluster import ClusterService
+from zsd.api.services.compute import VmService
 from zsd.api.services.hosts import HostMessageCache, HostService
 from zsd.api.services.operations import OperationService
 from zsd.api.services.peer import Authorize, PeerService
@@ -59,6 +60,8 @@ from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, Snapshot
 from zsd.cluster.swim.codec import encode_meta
 from zsd.cluster.swim.member import Address, Capacity, HostMeta
+from zsd.compute.hostvms import HostVms
+from zsd.compute.setup import run_compute
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
@@ -73,6 +76,8 @@ from zsd.util.notify import Notifier, watchdog_interval
 from zsd.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
+    compute_pb2,
+    compute_pb2_grpc,
     host_pb2,
     host_pb2_grpc,
     operation_pb2,
@@ -107,6 +112,7 @@ class _Core:
     inventory: Inventory
     operations: OperationRegistry
     storage: StorageHost
+    vms: HostVms
     member: MemberRuntime | None = None
     tls: PeerTls | None = None
 
@@ -138,6 +144,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 control=member.control if member is not None else None,
                 router=router,
                 pools=lambda: storageconv.host_pools(core.storage.states),
+                vms=lambda: computeconv.host_vms(core.vms.vms.summary, core.vms.creating),
             ),
             server,
         )
@@ -175,10 +182,16 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 operations=core.operations,
                 control=member.control if member is not None else None,
                 router=router,
+                qos_changed=core.vms.apply_volume_qos,
             ),
             server,
         )
+        compute_pb2_grpc.add_VmServiceServicer_to_server(
+            VmService(gateway=gateway, vms=core.vms, operations=core.operations, host=core.cluster.host_name),
+            server,
+        )
         return [
+            compute_pb2.DESCRIPTOR.services_by_name["VmService"].full_name,
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
             storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
@@ -218,6 +231,15 @@ async def serve(deps: DaemonDeps) -> None:
             storage = open_storage(paths=paths, host=config.host_name)
             await storage.start(default_dir=paths.default_pool_dir)
             nursery.start_soon(storage.monitor, config.storage_check_interval)
+            vms = await nursery.start(
+                partial(
+                    run_compute,
+                    uri=config.hypervisor.libvirt_uri,
+                    domain_type=inventory.facts.hypervisor.kind.value,
+                    paths=paths,
+                    storage=storage,
+                )
+            )
             core = _Core(
                 cluster=LocalCluster(
                     host_name=config.host_name,
@@ -231,6 +253,7 @@ async def serve(deps: DaemonDeps) -> None:
                 inventory=inventory,
                 operations=operations,
                 storage=storage,
+                vms=vms,
             )
             api_config = config.api
             if membership is not None and plane is not None:
@@ -325,7 +348,10 @@ async def _start_member(
         leases=lambda: leases.states,
     )
     cluster = core.cluster
-    cache = HostMessageCache(lambda: storageconv.host_pools(core.storage.states))
+    cache = HostMessageCache(
+        lambda: storageconv.host_pools(core.storage.states),
+        lambda: computeconv.host_vms(core.vms.vms.summary, core.vms.creating),
+    )
 
     def own_host() -> host_pb2.Host:
         return cache.encode(cluster.host("-"), now=time.time())

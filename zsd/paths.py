@@ -56,3 +56,13 @@ class Paths:
     @property
     def cluster_file(self) -> Path:
         return self.state_dir / "cluster.json"
+
+    @property
+    def console_dir(self) -> Path:
+        """Each VM's serial console log (written by virtlogd, read by StreamConsole)."""
+        return self._at("/var/log/zsd/console")
+
+    @property
+    def nvram_dir(self) -> Path:
+        """UEFI variable stores of the VMs this host defined."""
+        return self.state_dir / "nvram"

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from zsd.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
+    compute_pb2_grpc,
     host_pb2,
     host_pb2_grpc,
     operation_pb2,
@@ -75,6 +76,7 @@ class Api:
     cluster: cluster_pb2_grpc.ClusterServiceStub
     operations: operation_pb2_grpc.OperationServiceStub
     storage: storage_pb2_grpc.StorageServiceStub
+    vms: compute_pb2_grpc.VmServiceStub
     timeout: float
     stream_timeout: float | None = None
 
@@ -85,6 +87,7 @@ class Api:
             cluster=cluster_pb2_grpc.ClusterServiceStub(channel),
             operations=operation_pb2_grpc.OperationServiceStub(channel),
             storage=storage_pb2_grpc.StorageServiceStub(channel),
+            vms=compute_pb2_grpc.VmServiceStub(channel),
             timeout=timeout,
             stream_timeout=stream_timeout,
         )

@@ -63,6 +63,7 @@ from ._zsctl_endpoint import (
 from ._zsctl_errors import decode_rpc_error
 from ._zsctl_output import FORMATS, Clock
 from ._zsctl_storage_commands import add_storage_nouns
+from ._zsctl_vm_commands import add_vm_noun
 
 DEFAULT_TIMEOUT = 30.0
 COMPLETION_SHELLS = ("bash", "zsh")
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line; leaves carry ``handler`` (or ``completion``) in their defaults."""
     parser = argparse.ArgumentParser(
         prog="zsctl",
-        description="Client of the zsd API: hosts, the cluster, operations and storage.",
+        description="Client of the zsd API: hosts, the cluster, operations, storage and VMs.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_commands(noun("cluster", "the cluster as a whole"))
     _operation_commands(noun("operation", "long-running operations"))
     add_storage_nouns(noun, _operation_options)
+    add_vm_noun(noun, _operation_options)
 
     completion = nouns.add_parser(
         "completion", help="print a shell completion script", description="print a shell completion script"

@@ -102,6 +102,11 @@ class ClusterControl:
 
     # -- the leader's store ------------------------------------------------------
 
+    @property
+    def leading(self) -> bool:
+        state = self._leadership.state
+        return state.leading and state.store is not None
+
     def store(self) -> StoreService:
         state = self._leadership.state
         if not state.leading or state.store is None:

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from zsd.v1 import compute_pb2 as _compute_pb2
 from zsd.v1 import storage_pb2 as _storage_pb2
 import builtins as _builtins
 import sys
@@ -168,6 +169,7 @@ class Host(_message.Message):
     LEASE_STATE_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     POOLS_FIELD_NUMBER: _builtins.int
+    VMS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"hosts/{host}"; {host} is the host's name (an RFC 1123 label)."""
     host_id: _builtins.int
@@ -224,6 +226,10 @@ class Host(_message.Message):
     def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostPool]:
         """The storage pools this host has defined, as this host sees them."""
 
+    @_builtins.property
+    def vms(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostVm]:
+        """The VMs defined on this host, as this host sees them."""
+
     def __init__(
         self,
         *,
@@ -250,14 +256,51 @@ class Host(_message.Message):
         lease_state: Global___LeaseState.ValueType = ...,
         etag: _builtins.str = ...,
         pools: _abc.Iterable[Global___HostPool] | None = ...,
+        vms: _abc.Iterable[Global___HostVm] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot_time", b"boot_time", "cpu", b"cpu", "hypervisor", b"hypervisor", "memory", b"memory", "refresh_time", b"refresh_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "zsd_version", b"zsd_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "vms", b"vms", "zsd_version", b"zsd_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Host: _TypeAlias = Host  # noqa: Y015
+
+@_typing.final
+class HostVm(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VM_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    VCPUS_FIELD_NUMBER: _builtins.int
+    MEMORY_MIB_FIELD_NUMBER: _builtins.int
+    CREATING_FIELD_NUMBER: _builtins.int
+    vm: _builtins.str
+    """"vms/{vm}"."""
+    uid: _builtins.str
+    state: _compute_pb2.Vm.State.ValueType
+    vcpus: _builtins.int
+    memory_mib: _builtins.int
+    creating: _builtins.bool
+    """Being created right now (not defined yet)."""
+    def __init__(
+        self,
+        *,
+        vm: _builtins.str = ...,
+        uid: _builtins.str = ...,
+        state: _compute_pb2.Vm.State.ValueType = ...,
+        vcpus: _builtins.int = ...,
+        memory_mib: _builtins.int = ...,
+        creating: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creating", b"creating", "memory_mib", b"memory_mib", "state", b"state", "uid", b"uid", "vcpus", b"vcpus", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostVm: _TypeAlias = HostVm  # noqa: Y015
 
 @_typing.final
 class HostPool(_message.Message):

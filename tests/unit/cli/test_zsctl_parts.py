@@ -424,7 +424,9 @@ class InterruptedOperations:
 
 
 def test_ctrl_c_while_waiting_says_how_to_resume() -> None:
-    api = Api(hosts=None, cluster=None, operations=InterruptedOperations(), storage=None, timeout=1.0)  # type: ignore[arg-type]
+    api = Api(
+        hosts=None, cluster=None, operations=InterruptedOperations(), storage=None, vms=None, timeout=1.0
+    )  # type: ignore[arg-type]
     err = io.StringIO()
     console = Console(out=io.StringIO(), err=err, fmt="table", err_tty=False, now=lambda: NOW)
     args = argparse.Namespace(name="x", timeout_op=None)
@@ -487,7 +489,7 @@ class InterruptedWatch:
 
 def test_ctrl_c_while_watching_cancels_the_call_and_says_how_to_resume() -> None:
     watch = InterruptedWatch()
-    api = Api(hosts=None, cluster=watch, operations=None, storage=None, timeout=1.0)  # type: ignore[arg-type]
+    api = Api(hosts=None, cluster=watch, operations=None, storage=None, vms=None, timeout=1.0)  # type: ignore[arg-type]
     out, err = io.StringIO(), io.StringIO()
     console = Console(out=out, err=err, fmt="table", err_tty=False, now=lambda: NOW)
     args = argparse.Namespace(collections=["hosts"], from_revision=0)

@@ -31,10 +31,15 @@ class HostMessageCache:
     and the record only changes when the inventory is refreshed; uptime, the one
     field that moves, is set on the copy. Used only on the API thread."""
 
-    def __init__(self, pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple) -> None:
+    def __init__(
+        self,
+        pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple,
+        vms: Callable[[], Sequence[host_pb2.HostVm]] = tuple,
+    ) -> None:
         self._by_name: dict[str, tuple[HostRecord, host_pb2.Host]] = {}
         # This host's pool states: cheap, and they change apart from the record.
         self._pools = pools
+        self._vms = vms
 
     def encode(self, rec: HostRecord, *, now: float) -> host_pb2.Host:
         cached = self._by_name.get(rec.name)
@@ -45,6 +50,7 @@ class HostMessageCache:
         msg.CopyFrom(cached[1])
         msg.uptime.CopyFrom(convert.duration(max(now - rec.started_at, 0.0)))
         msg.pools.extend(self._pools())
+        msg.vms.extend(self._vms())
         return msg
 
 
@@ -63,6 +69,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         control: ClusterControl | None = None,
         router: Router | None = None,
         pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple,
+        vms: Callable[[], Sequence[host_pb2.HostVm]] = tuple,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gw = gateway
@@ -72,7 +79,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         self._control = control
         self._router = router
         self._clock = clock
-        self._cache = HostMessageCache(pools)
+        self._cache = HostMessageCache(pools, vms)
 
     def _own(self) -> host_pb2.Host:
         return self._cache.encode(self._cluster.host("-"), now=self._clock())

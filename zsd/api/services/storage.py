@@ -8,7 +8,6 @@ progress, and a repeated request_id returns the operation it started.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
@@ -16,24 +15,26 @@ import grpc
 from google.protobuf import empty_pb2
 
 from zsd.api import paging, storageconv, storagenames
-from zsd.api.convert import operation as operation_message
 from zsd.api.gateway import Gateway
-from zsd.api.names import request_id as check_request_id
+from zsd.api.opstart import start_operation
 from zsd.api.poolcluster import ClusterPools, forwarded
 from zsd.api.router import Router
 from zsd.cluster.control import ClusterControl
-from zsd.cluster.operations import OperationRegistry, OperationView, Progress
+from zsd.cluster.operations import OperationRegistry, Progress
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import validate
 from zsd.storage.host import StorageHost
 from zsd.storage.httpget import validate_sha256, validate_url
 from zsd.storage.images import ImageSource
-from zsd.storage.model import ImageRecord
+from zsd.storage.model import ImageRecord, Qos
 from zsd.storage.pool import StoragePool
 from zsd.v1 import host_pb2, operation_pb2, storage_pb2, storage_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
 N = TypeVar("N", bound="_Named")
+
+QosChanged = Callable[[str, str, Qos], Awaitable[object]]
+"""(pool, volume, new QoS): called before the volume's record changes."""
 
 _POOL_MUTABLE = {"max_overcommit", "description"}
 _VOLUME_MUTABLE = {"qos", "description"}
@@ -49,9 +50,12 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         control: ClusterControl | None = None,
         router: Router | None = None,
         clock: Callable[[], float] = time.time,
+        qos_changed: QosChanged | None = None,
     ) -> None:
         """``control``: a cluster member's state copy, whose host reports say how every
-        other host sees its pools (without it, only this host's view is known)."""
+        other host sees its pools (without it, only this host's view is known).
+        ``qos_changed``: applies a volume's new QoS to the VM using it (compute)."""
+        self._qos_changed = qos_changed
         self._gw = gateway
         self._storage = storage
         self._ops = operations
@@ -89,13 +93,9 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         request_id: str,
         job: Callable[[Progress], Awaitable[object]],
     ) -> operation_pb2.Operation:
-        rid = check_request_id(request_id) or str(uuid.uuid4())
-
-        def start() -> OperationView:
-            return self._ops.start(verb=verb, target=target, request_id=rid, job=job)
-
-        view = await self._gw.trio_sync(start)
-        return operation_message(view, now=self._clock())
+        return await start_operation(
+            self._gw, self._ops, verb=verb, target=target, request_id=request_id, job=job, now=self._clock()
+        )
 
     # -- pools -----------------------------------------------------------------------
 
@@ -376,6 +376,12 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
 
             async def update() -> storage_pb2.Volume:
                 pool = self._storage.pool(n.pool)
+                if qos is not None:
+                    validate.qos(qos, field="volume.qos")
+                    pool.volumes.get(n.volume)
+                    if self._qos_changed is not None:
+                        # Live first: limits QEMU refuses leave the record as it was.
+                        await self._qos_changed(n.pool, n.volume, qos)
                 await pool.volumes.update(n.volume, qos=qos, description=description)
                 return self._volume(pool, n.volume)
 

@@ -1,0 +1,173 @@
+"""VM calls on a cluster member: each VM belongs to one host (its ``vm`` record in
+cluster.db says which), and calls about it run there.
+
+- CreateVm goes to the leader (the Router), which places the VM, commits its
+  record and hands the create to the chosen host (marked PLACED, so that host runs
+  it rather than placing again); the answer is that host's operation.
+- Every other call about a VM is forwarded, as the same gRPC method with the same
+  request, to the VM's host (marked FORWARDED, so it is never forwarded again).
+- ListVms asks every member for its VMs and adds what no host answered for from
+  the records (state unknown), so a VM is never missing from the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import trio
+from google.protobuf.message import Message
+
+from zsd.api.gateway import Gateway
+from zsd.api.peers import Peers, translate
+from zsd.api.router import FORWARDED, Router
+from zsd.cluster.control import ClusterControl
+from zsd.compute.records import KIND_VM, VmRecord
+from zsd.errors import NotFound, Unavailable
+from zsd.v1 import compute_pb2
+
+log = logging.getLogger(__name__)
+
+Ctx = grpc.aio.ServicerContext[object, object]
+Resp = TypeVar("Resp", bound=Message)
+
+PLACED = "zsd-vm-placed"
+"""Metadata on a CreateVm the leader hands to the host it chose."""
+METHOD = "/zsd.v1.VmService/"
+_LIST_TIMEOUT = 5.0
+
+
+def metadata_has(context: Ctx, key: str) -> bool:
+    return any(k == key for k, _ in context.invocation_metadata() or ())
+
+
+class ClusterVms:
+    def __init__(self, *, gateway: Gateway, control: ClusterControl, router: Router, peers: Peers) -> None:
+        self._gw = gateway
+        self._control = control
+        self.router = router
+        self.peers = peers
+        self.host = peers.host
+
+    # -- reads of this host's state copy (trio side) --------------------------------
+
+    def _record(self, name: str) -> VmRecord | None:
+        record = self._control.replica.cache.get(KIND_VM, name)
+        return VmRecord.decode(record.data) if record is not None else None
+
+    def _records(self) -> list[VmRecord]:
+        return [VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM)]
+
+    async def owner(self, name: str) -> str:
+        """The host that owns VM ``name``."""
+        record = await self._gw.trio_sync(lambda: self._record(name))
+        if record is None:
+            raise NotFound(f"VM 'vms/{name}' does not exist", field="name", reason="VM_NOT_FOUND")
+        return record.host
+
+    async def wait_gone(self, name: str, *, timeout: float) -> bool:
+        """(trio side) Waits until VM ``name`` has no record in this host's copy."""
+        with trio.move_on_after(timeout):
+            while self._record(name) is not None:
+                with trio.move_on_after(1.0):
+                    await self._control.replica.wait_changed()
+            return True
+        return False
+
+    # -- forwarding (API thread) --------------------------------------------------
+
+    async def forward(
+        self,
+        context: Ctx,
+        host: str,
+        method: str,
+        request: Message,
+        response_type: Callable[[bytes], Resp],
+        *,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Resp:
+        return await self.peers.call(
+            host, METHOD + method, request, response_type, timeout=context.time_remaining(), extra=extra
+        )
+
+    async def forward_stream(
+        self, host: str, method: str, request: Message, response_type: Callable[[bytes], Resp]
+    ) -> AsyncIterator[Resp]:
+        target = await self.peers.target(host)
+        stub = self.peers.channel(target).unary_stream(
+            METHOD + method, request_serializer=_serialize, response_deserializer=response_type
+        )
+        call = stub(request, metadata=((FORWARDED, "1"),))
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as e:
+            raise translate(e, host) from e
+        finally:
+            call.cancel()
+
+    async def list_all(self, local: Callable[[], Awaitable[list[compute_pb2.Vm]]]) -> list[compute_pb2.Vm]:
+        """Every VM of the cluster: each host's own list, plus records for hosts that
+        did not answer (host set, state unknown)."""
+        records = await self._gw.trio_sync(self._records)
+        targets = await self.peers.targets()
+        hosts = sorted({r.host for r in records} | {self.host})
+        answers: dict[str, list[compute_pb2.Vm]] = {}
+
+        async def ask(host: str) -> None:
+            try:
+                if host == self.host:
+                    answers[host] = await local()
+                    return
+                if host not in targets:
+                    return
+                stub = self.peers.channel(targets[host]).unary_unary(
+                    METHOD + "ListVms",
+                    request_serializer=_serialize,
+                    response_deserializer=compute_pb2.ListVmsResponse.FromString,
+                )
+                vms: list[compute_pb2.Vm] = []
+                token = ""
+                while True:
+                    response = await stub(
+                        compute_pb2.ListVmsRequest(page_token=token, page_size=1000),
+                        timeout=_LIST_TIMEOUT,
+                        metadata=((FORWARDED, "1"),),
+                    )
+                    vms.extend(response.vms)
+                    token = response.next_page_token
+                    if not token:
+                        break
+                answers[host] = vms
+            except (grpc.aio.AioRpcError, Unavailable) as e:
+                log.info("VM list: host %s did not answer (%s)", host, e)
+
+        await asyncio.gather(*(ask(h) for h in hosts))
+        out: dict[str, compute_pb2.Vm] = {}
+        for record in records:
+            listed = [v for v in answers.get(record.host, []) if v.uid == record.uid]
+            out[record.name] = (
+                listed[0]
+                if listed
+                else compute_pb2.Vm(
+                    name=f"vms/{record.name}",
+                    uid=record.uid,
+                    host=f"hosts/{record.host}",
+                    vcpus=record.vcpus,
+                    memory_mib=record.memory_mib,
+                    group=record.group,
+                    ha=record.ha,
+                )
+            )
+        # VMs a host has without a record (defined before it joined): shown, not hidden.
+        for vms in answers.values():
+            for vm in vms:
+                out.setdefault(vm.name.removeprefix("vms/"), vm)
+        return list(out.values())
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()

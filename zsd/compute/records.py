@@ -1,0 +1,65 @@
+"""The cluster's VM records: one ``vm`` record per VM in cluster.db, written by the
+leader, saying which host owns the VM and what placement needs to know about it
+(its size, scheduling group and the pools its disks are on).
+
+The VM's full spec lives with its domain on the owning host (in the domain's
+<metadata>); the record is the cluster's authority on where the VM is, so two
+hosts never both own one VM, every host can route a call for it, and the leader
+can count capacity without asking any host.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from zsd.errors import Internal
+
+KIND_VM = "vm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmRecord:
+    name: str
+    uid: str
+    host: str
+    vcpus: int
+    memory_mib: int
+    group: str = ""
+    pools: tuple[str, ...] = ()
+    ha: bool = False
+    create_time: float = 0.0
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "name": self.name,
+                "uid": self.uid,
+                "host": self.host,
+                "vcpus": self.vcpus,
+                "memory_mib": self.memory_mib,
+                "group": self.group,
+                "pools": list(self.pools),
+                "ha": self.ha,
+                "create_time": self.create_time,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> VmRecord:
+        try:
+            doc = json.loads(data)
+            return cls(
+                name=str(doc["name"]),
+                uid=str(doc["uid"]),
+                host=str(doc["host"]),
+                vcpus=int(doc["vcpus"]),
+                memory_mib=int(doc["memory_mib"]),
+                group=str(doc.get("group", "")),
+                pools=tuple(str(p) for p in doc.get("pools", ())),
+                ha=bool(doc.get("ha", False)),
+                create_time=float(doc.get("create_time", 0.0)),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise Internal(f"damaged VM record in the cluster state: {e}") from e

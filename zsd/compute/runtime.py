@@ -1,0 +1,526 @@
+"""This host's VMs on libvirt: lifecycle, offline updates, hot-plug, live QoS,
+console, display, and re-adoption of running domains after a zsd restart.
+
+Every domain zsd makes is persistent and carries zsd's facts in its <metadata>;
+domains without them are not zsd's and are never touched. A restarted zsd only
+reads (``adopt``): running guests keep running.
+
+Nothing is left half-made: a create whose start fails undefines the domain it
+just defined (the volumes are the caller's, never deleted here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import trio
+
+from zsd.compute import designer, metadata
+from zsd.compute.hypervisor import DomainEvent, Hypervisor
+from zsd.compute.spec import DiskSpec, NicSpec, VmSpec, validate, validate_disk, validate_nic
+from zsd.errors import AlreadyExists, FailedPrecondition, NotFound, ZsdError
+from zsd.storage import validate as storage_validate
+from zsd.storage.model import Qos
+from zsd.storage.qos import iotune_params
+
+log = logging.getLogger(__name__)
+
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",  # idle vCPUs: running as far as anyone cares
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+_ACPI = libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN
+_POLL = 0.2
+_DEBOUNCE = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmStatus:
+    spec: VmSpec
+    state: str
+    generation: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Display:
+    kind: str
+    address: str
+    port: int
+
+
+def supports_direct_io(path: str) -> bool:
+    """Whether O_DIRECT works on ``path``'s filesystem (tmpfs refuses it)."""
+    directory = Path(path).parent
+    probe = directory / f".zsd-odirect-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
+    except OSError as e:
+        return e.errno not in (errno.EINVAL, errno.EOPNOTSUPP)
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
+
+
+class LocalVms:
+    def __init__(self, hypervisor: Hypervisor, traits: designer.HostTraits) -> None:
+        self._hv = hypervisor
+        self._traits = traits
+        self._changed = trio.Event()
+        self._locks: dict[str, trio.Lock] = {}
+        self.summary: tuple[VmStatus, ...] = ()
+        """Every zsd VM on this host as last read (see ``keep_summary``)."""
+
+    # -- events ----------------------------------------------------------------
+
+    async def follow_events(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Wakes waiters on every lifecycle event (a guest's own shutdown included)."""
+        task_status.started()
+        async for event in self._hv.events:
+            self._note(event)
+
+    async def keep_summary(self, *, resync: float = 10.0) -> None:
+        """Keeps ``summary`` (every zsd VM here with its state) current: re-read after
+        each burst of events, and every ``resync`` seconds in case one was missed."""
+        while True:
+            changed = self._changed
+            try:
+                self.summary = await self.adopt()
+            except ZsdError as e:
+                log.debug("VM summary not refreshed: %s", e)
+            with trio.move_on_after(resync):
+                await changed.wait()
+            await trio.sleep(_DEBOUNCE)
+
+    def _note(self, event: DomainEvent) -> None:
+        log.debug("domain %s %s (%s)", event.name, event.event, event.detail)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _lock(self, name: str) -> trio.Lock:
+        return self._locks.setdefault(name, trio.Lock())
+
+    # -- reads -----------------------------------------------------------------
+
+    async def adopt(self) -> tuple[VmStatus, ...]:
+        """Every zsd domain libvirt has, running or not, read without changing anything."""
+
+        def read(conn: Any) -> list[VmStatus]:
+            found = []
+            for dom in conn.listAllDomains(0):
+                facts = metadata.read(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                if facts is None:
+                    continue
+                found.append(
+                    VmStatus(
+                        spec=facts.spec,
+                        state=STATES.get(dom.state()[0], "unknown"),
+                        generation=facts.generation,
+                    )
+                )
+            return found
+
+        vms = await self._hv.call("listing domains", read)
+        return tuple(sorted(vms, key=lambda v: v.spec.name))
+
+    async def status(self, name: str) -> VmStatus:
+        def read(conn: Any) -> VmStatus:
+            dom = conn.lookupByName(name)
+            facts = metadata.read(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if facts is None:
+                raise NotFound(f"domain {name!r} exists but is not a zsd VM", reason="NOT_A_ZSD_VM")
+            return VmStatus(
+                spec=facts.spec, state=STATES.get(dom.state()[0], "unknown"), generation=facts.generation
+            )
+
+        return await self._hv.call(f"reading VM {name}", read)
+
+    async def state(self, name: str) -> str:
+        return await self._hv.call(
+            f"reading VM {name}", lambda c: STATES.get(c.lookupByName(name).state()[0], "unknown")
+        )
+
+    async def wait_state(self, name: str, states: tuple[str, ...], *, timeout: float) -> str:
+        """Waits until the VM is in one of ``states`` (events wake it; a slow poll backs
+        them up); returns the state, or the last one seen when ``timeout`` passes."""
+        with trio.move_on_after(timeout):
+            while True:
+                changed = self._changed
+                current = await self.state(name)
+                if current in states:
+                    return current
+                with trio.move_on_after(_POLL):
+                    await changed.wait()
+        return await self.state(name)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def domain_xml(self, spec: VmSpec, *, generation: int = 1) -> str:
+        return designer.design(
+            spec, self._traits, direct_io=supports_direct_io, generation=generation
+        ).to_xml()
+
+    async def create(self, spec: VmSpec, *, start: bool = True) -> VmStatus:
+        """Defines the VM (and starts it); on any failure nothing of it remains."""
+        validate(spec)
+        for i, disk in enumerate(spec.disks):
+            if not Path(disk.path).exists():
+                raise NotFound(
+                    f"volume file {disk.path} does not exist",
+                    field=f"vm.disks[{i}].path",
+                    reason="VOLUME_NOT_FOUND",
+                )
+        self._traits.console_dir.mkdir(parents=True, exist_ok=True)
+        self._traits.nvram_dir.mkdir(parents=True, exist_ok=True)
+        spec = spec.with_disks(designer.assign_targets(spec.disks))
+        xml = self.domain_xml(spec)
+        async with self._lock(spec.name):
+
+            def define(conn: Any) -> None:
+                for clash in (self._lookup(conn, name=spec.name), self._lookup(conn, uuid=spec.uid)):
+                    if clash is not None:
+                        raise AlreadyExists(
+                            f"a domain named {clash.name()!r} (uuid {clash.UUIDString()}) exists here",
+                            field="vm.name",
+                            reason="VM_EXISTS",
+                        )
+                conn.defineXML(xml)
+
+            await self._hv.call(f"defining VM {spec.name}", define)
+            if start:
+                try:
+                    await self._hv.call(
+                        f"starting VM {spec.name}", lambda c: c.lookupByName(spec.name).create()
+                    )
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await self._undefine(spec.name)
+                    raise
+        return await self.status(spec.name)
+
+    @staticmethod
+    def _lookup(conn: Any, *, name: str = "", uuid: str = "") -> Any:
+        try:
+            return conn.lookupByName(name) if name else conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    async def remove_if(self, name: str, *, uid: str) -> bool:
+        """Powers off and undefines the domain ``name`` only if it is the VM ``uid``
+        (an unfinished create being undone); True if there was one."""
+
+        def remove(conn: Any) -> bool:
+            dom = self._lookup(conn, name=name)
+            if dom is None or dom.UUIDString() != uid:
+                return False
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            return True
+
+        async with self._lock(name):
+            return await self._hv.call(f"removing VM {name}", remove)
+
+    async def _undefine(self, name: str) -> None:
+        def undefine(conn: Any) -> None:
+            dom = self._lookup(conn, name=name)
+            if dom is None:
+                return
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+        await self._hv.call(f"removing VM {name}", undefine)
+
+    async def _domain_op(self, name: str, what: str, op: str, *, allowed: tuple[str, ...]) -> None:
+        current = await self.state(name)
+        if current not in allowed:
+            raise FailedPrecondition(
+                f"cannot {what} VM {name} while it is {current} (allowed when {' or '.join(allowed)})",
+                reason=f"VM_{current.upper()}",
+            )
+        await self._hv.call(f"{what} VM {name}", lambda c: getattr(c.lookupByName(name), op)())
+
+    async def start(self, name: str) -> None:
+        async with self._lock(name):
+            await self._domain_op(name, "start", "create", allowed=("stopped", "crashed"))
+
+    async def pause(self, name: str) -> None:
+        await self._domain_op(name, "pause", "suspend", allowed=("running",))
+
+    async def resume(self, name: str) -> None:
+        await self._domain_op(name, "resume", "resume", allowed=("paused",))
+
+    async def force_off(self, name: str) -> None:
+        await self._domain_op(
+            name, "force off", "destroy", allowed=("running", "paused", "stopping", "crashed")
+        )
+
+    async def reboot(self, name: str) -> None:
+        """An ACPI reboot request (the guest decides; libvirt restarts it when it powers off)."""
+        current = await self.state(name)
+        if current != "running":
+            raise FailedPrecondition(
+                f"cannot reboot VM {name} while it is {current}", reason=f"VM_{current.upper()}"
+            )
+        await self._hv.call(
+            f"rebooting VM {name}",
+            lambda c: c.lookupByName(name).reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN),
+        )
+
+    async def stop(self, name: str, *, timeout: float) -> bool:
+        """ACPI power button, then force off after ``timeout`` seconds; True if forced."""
+        async with self._lock(name):
+            current = await self.state(name)
+            if current == "stopped":
+                raise FailedPrecondition(f"VM {name} is already stopped", reason="VM_STOPPED")
+            if current == "running":
+                await self._hv.call(
+                    f"shutting down VM {name}", lambda c: c.lookupByName(name).shutdownFlags(_ACPI)
+                )
+                if await self.wait_state(name, ("stopped",), timeout=timeout) == "stopped":
+                    return False
+            with contextlib.suppress(FailedPrecondition):  # it may have stopped just now
+                await self._hv.call(f"forcing off VM {name}", lambda c: c.lookupByName(name).destroy())
+            await self.wait_state(name, ("stopped",), timeout=10)
+            return True
+
+    async def delete(self, name: str) -> VmSpec:
+        """Removes a stopped VM's definition (and its UEFI variables and console log);
+        returns its spec so the caller can delete volumes if asked to."""
+        async with self._lock(name):
+            status = await self.status(name)
+            if status.state not in ("stopped", "crashed"):
+                raise FailedPrecondition(
+                    f"VM {name} is {status.state}: stop it first", reason=f"VM_{status.state.upper()}"
+                )
+            await self._undefine(name)
+        designer.console_log(self._traits, status.spec).unlink(missing_ok=True)
+        return status.spec
+
+    # -- changes ---------------------------------------------------------------
+
+    @staticmethod
+    def _attached(status: VmStatus, path: str) -> DiskSpec:
+        for disk in status.spec.disks:
+            if disk.path == path:
+                return disk
+        raise NotFound(
+            f"{path} is not attached to VM {status.spec.name}", field="path", reason="DISK_NOT_ATTACHED"
+        )
+
+    async def _redefine(self, name: str, change: Any) -> VmStatus:
+        """Applies ``change(spec) -> spec`` to a stopped VM's definition."""
+        async with self._lock(name):
+            status = await self.status(name)
+            if status.state != "stopped":
+                raise FailedPrecondition(
+                    f"VM {name} is {status.state}: CPU and memory change while stopped",
+                    reason=f"VM_{status.state.upper()}",
+                )
+            spec = validate(change(status.spec))
+            xml = self.domain_xml(spec, generation=status.generation + 1)
+            await self._hv.call(f"updating VM {name}", lambda c: c.defineXML(xml))
+        return await self.status(name)
+
+    async def update_offline(
+        self, name: str, *, vcpus: int | None = None, memory_mib: int | None = None
+    ) -> VmStatus:
+        def change(spec: VmSpec) -> VmSpec:
+            updated = replace(spec, vcpus=vcpus or spec.vcpus, memory_mib=memory_mib or spec.memory_mib)
+            if vcpus and spec.sockets:  # a new count drops a topology that no longer multiplies out
+                updated = replace(updated, sockets=0, cores=0, threads=0)
+            return updated
+
+        return await self._redefine(name, change)
+
+    async def _device_change(self, name: str, spec: VmSpec, device_xml: str, *, attach: bool) -> VmStatus:
+        """Hot-plug/unplug on a running VM (live + persistent), plain redefine otherwise;
+        the metadata follows in the same step, so it always describes the devices."""
+        async with self._lock(name):
+            status = await self.status(name)
+            generation = status.generation + 1
+            facts = metadata.metadata_xml(metadata.VmFacts(spec=spec, generation=generation))
+            live = status.state in ("running", "paused")
+
+            def apply(conn: Any) -> None:
+                dom = conn.lookupByName(name)
+                flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+                if attach:
+                    dom.attachDeviceFlags(device_xml, flags)
+                else:
+                    dom.detachDeviceFlags(device_xml, flags)
+                dom.setMetadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                    facts,
+                    metadata.PREFIX,
+                    metadata.NAMESPACE,
+                    libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0),
+                )
+
+            await self._hv.call(f"{'attaching to' if attach else 'detaching from'} VM {name}", apply)
+        return await self.status(name)
+
+    @staticmethod
+    def _disk_xml(disk: DiskSpec) -> str:
+        element = designer.disk(disk, direct_io=supports_direct_io(disk.path))
+        root = ET.Element("devices")
+        element.render(root)
+        return ET.tostring(root[0], encoding="unicode")
+
+    async def attach_disk(self, name: str, disk: DiskSpec) -> VmStatus:
+        status = await self.status(name)
+        validate_disk(disk, prefix="disk", machine=status.spec.machine)
+        if any(d.path == disk.path for d in status.spec.disks):
+            raise AlreadyExists(
+                f"{disk.path} is already attached to VM {name}", field="disk.path", reason="DISK_ATTACHED"
+            )
+        if not Path(disk.path).exists():
+            raise NotFound(
+                f"volume file {disk.path} does not exist", field="disk.path", reason="VOLUME_NOT_FOUND"
+            )
+        spec = validate(status.spec.with_disks(designer.assign_targets((*status.spec.disks, disk))))
+        return await self._device_change(name, spec, self._disk_xml(spec.disks[-1]), attach=True)
+
+    async def detach_disk(self, name: str, path: str) -> VmStatus:
+        status = await self.status(name)
+        device = self._disk_xml(self._attached(status, path))
+        spec = status.spec.with_disks(tuple(d for d in status.spec.disks if d.path != path))
+        return await self._device_change(name, spec, device, attach=False)
+
+    @staticmethod
+    def _nic_xml(nic: NicSpec) -> str:
+        root = ET.Element("devices")
+        designer.interface(nic).render(root)
+        return ET.tostring(root[0], encoding="unicode")
+
+    async def attach_nic(self, name: str, nic: NicSpec) -> VmStatus:
+        status = await self.status(name)
+        validate_nic(nic, prefix="nic")
+        if any(n.mac == nic.mac for n in status.spec.nics):
+            raise AlreadyExists(
+                f"VM {name} already has a NIC {nic.mac}", field="nic.mac", reason="NIC_EXISTS"
+            )
+        spec = validate(status.spec.with_nics((*status.spec.nics, nic)))
+        return await self._device_change(name, spec, self._nic_xml(nic), attach=True)
+
+    async def detach_nic(self, name: str, mac: str) -> VmStatus:
+        status = await self.status(name)
+        nic = next((n for n in status.spec.nics if n.mac == mac), None)
+        if nic is None:
+            raise NotFound(f"VM {name} has no NIC {mac}", field="mac", reason="NIC_NOT_FOUND")
+        spec = status.spec.with_nics(tuple(n for n in status.spec.nics if n.mac != mac))
+        return await self._device_change(name, spec, self._nic_xml(nic), attach=False)
+
+    async def set_qos(self, name: str, path: str, qos: Qos) -> VmStatus:
+        """New limits for one disk, live on a running VM (QEMU throttles at once) and in
+        the definition. Limits not set are cleared (0 = unlimited)."""
+        status = await self.status(name)
+        target = self._attached(status, path).target
+        storage_validate.qos(qos, field="qos")
+        spec = status.spec.with_disks(
+            tuple(replace(d, qos=qos) if d.path == path else d for d in status.spec.disks)
+        )
+        params: dict[str, int] = {key: 0 for key in _ALL_IOTUNE}
+        params.update({k: int(v) for k, v in iotune_params(qos).items()})
+        live = status.state in ("running", "paused")
+        facts = metadata.metadata_xml(metadata.VmFacts(spec=spec, generation=status.generation + 1))
+
+        def apply(conn: Any) -> None:
+            dom = conn.lookupByName(name)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+            # libvirt takes one of LIVE/CONFIG per call for I/O limits.
+            if live:
+                dom.setBlockIoTune(target, params, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom.setBlockIoTune(target, params, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, facts, metadata.PREFIX, metadata.NAMESPACE, flags
+            )
+
+        async with self._lock(name):
+            await self._hv.call(f"setting QoS of {target} on VM {name}", apply)
+        return await self.status(name)
+
+    async def live_iotune(self, name: str, path: str) -> dict[str, int]:
+        """What QEMU enforces right now for one disk (virDomainGetBlockIoTune)."""
+        target = self._attached(await self.status(name), path).target
+        raw = await self._hv.call(
+            f"reading QoS of VM {name}",
+            lambda c: c.lookupByName(name).blockIoTune(target, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        )
+        return {k: int(v) for k, v in raw.items() if isinstance(v, int)}
+
+    # -- console and display ---------------------------------------------------
+
+    async def display(self, name: str) -> Display:
+        xml = await self._hv.call(f"reading VM {name}", lambda c: c.lookupByName(name).XMLDesc(0))
+        graphics = ET.fromstring(xml).find("devices/graphics")
+        if graphics is None:
+            raise FailedPrecondition(f"VM {name} has no display", reason="NO_DISPLAY")
+        port = int(graphics.get("port", "-1"))
+        if port <= 0:
+            raise FailedPrecondition(f"VM {name} is not running: no display port", reason="VM_STOPPED")
+        return Display(kind=graphics.get("type", ""), address=graphics.get("listen", ""), port=port)
+
+    async def console(self, name: str, *, follow: bool = True) -> AsyncIterator[bytes]:
+        """The serial console's output from the start of the log: everything already
+        written, then (``follow``) new output as it comes, until the caller stops."""
+        status = await self.status(name)
+        path = designer.console_log(self._traits, status.spec)
+        offset = 0
+        while True:
+            chunk = await trio.to_thread.run_sync(_read_from, path, offset)
+            if chunk:
+                offset += len(chunk)
+                yield chunk
+                continue
+            if not follow:
+                return
+            await trio.sleep(_POLL)
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(65536)
+    except FileNotFoundError:
+        return b""
+
+
+_IOTUNE_LIMITS = (
+    "total_bytes_sec",
+    "read_bytes_sec",
+    "write_bytes_sec",
+    "total_iops_sec",
+    "read_iops_sec",
+    "write_iops_sec",
+    "total_bytes_sec_max",
+    "read_bytes_sec_max",
+    "write_bytes_sec_max",
+    "total_iops_sec_max",
+    "read_iops_sec_max",
+    "write_iops_sec_max",
+)
+# Every limit is written on each change: a limit left out would keep its old value
+# (and a stale *_max_length without its burst is refused by QEMU).
+_ALL_IOTUNE: tuple[str, ...] = (
+    *_IOTUNE_LIMITS,
+    *(f"{key}_length" for key in _IOTUNE_LIMITS if key.endswith("_max")),
+)
