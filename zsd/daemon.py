@@ -26,6 +26,7 @@ import trio
 import zsd
 from zsd.api import computeconv, peerauth, storageconv
 from zsd.api.gateway import Gateway
+from zsd.api.peers import Peers
 from zsd.api.router import Router
 from zsd.api.server import ApiServer, Registrar
 from zsd.api.services.cluster import ClusterService
@@ -34,6 +35,7 @@ from zsd.api.services.hosts import HostMessageCache, HostService
 from zsd.api.services.operations import OperationService
 from zsd.api.services.peer import Authorize, PeerService
 from zsd.api.services.storage import StorageService
+from zsd.api.vmcluster import ClusterVms
 from zsd.cluster import peerclient
 from zsd.cluster.autoinit import found_cluster_of_one
 from zsd.cluster.bootstrap import (
@@ -60,7 +62,9 @@ from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, Snapshot
 from zsd.cluster.swim.codec import encode_meta
 from zsd.cluster.swim.member import Address, Capacity, HostMeta
+from zsd.compute import janitor
 from zsd.compute.hostvms import HostVms
+from zsd.compute.scheduler import Scheduler
 from zsd.compute.setup import run_compute
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
@@ -115,12 +119,17 @@ class _Core:
     vms: HostVms
     member: MemberRuntime | None = None
     tls: PeerTls | None = None
+    peer_port: str = ""
+    """The port every member's API listens on (peers reach each other there)."""
 
 
 def _registrar(bridge: Bridge, core: _Core) -> Registrar:
     gateway = Gateway(bridge.to_trio)
     member = core.member
     router: Router | None = None
+    peers: Peers | None = None
+    vm_cluster: ClusterVms | None = None
+    scheduler: Scheduler | None = None
     if member is not None:
         tls = core.tls
         assert tls is not None
@@ -133,6 +142,15 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 lambda: control.wait_revision(rev, timeout)
             ),
         )
+        peers = Peers(
+            gateway=gateway,
+            control=control,
+            channel=channels.get,
+            host=core.cluster.host_name,
+            port=core.peer_port,
+        )
+        vm_cluster = ClusterVms(gateway=gateway, control=control, router=router, peers=peers)
+        scheduler = Scheduler(control)
 
     def register(server: grpc.aio.Server) -> list[str]:
         host_pb2_grpc.add_HostServiceServicer_to_server(
@@ -172,6 +190,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 gateway=gateway,
                 operations=core.operations,
                 control=member.control if member is not None else None,
+                peers=peers,
             ),
             server,
         )
@@ -187,7 +206,14 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             server,
         )
         compute_pb2_grpc.add_VmServiceServicer_to_server(
-            VmService(gateway=gateway, vms=core.vms, operations=core.operations, host=core.cluster.host_name),
+            VmService(
+                gateway=gateway,
+                vms=core.vms,
+                operations=core.operations,
+                host=core.cluster.host_name,
+                cluster=vm_cluster,
+                scheduler=scheduler,
+            ),
             server,
         )
         return [
@@ -368,7 +394,9 @@ async def _start_member(
     await nursery.start(leases.run)
     await nursery.start(gossip.run)
     nursery.start_soon(_announce, gossip, gossip_meta, leadership, replica, config.host_name)
-    return replace(core, member=runtime, tls=tls), api_config
+    nursery.start_soon(janitor.run, control)
+    port = api_config.tcp_listen.rsplit(":", 1)[1]
+    return replace(core, member=runtime, tls=tls, peer_port=port), api_config
 
 
 def _gossip(

@@ -7,9 +7,12 @@ import time
 
 import grpc
 import trio
+from google.protobuf.message import Message
 
 from zsd.api import convert, names, paging
 from zsd.api.gateway import Gateway
+from zsd.api.peers import Peers
+from zsd.api.router import FORWARDED
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.operations import OperationRegistry, OperationView, OpState
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -37,11 +40,35 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
     operations (run by the leader, kept in the cluster state)."""
 
     def __init__(
-        self, *, gateway: Gateway, operations: OperationRegistry, control: ClusterControl | None = None
+        self,
+        *,
+        gateway: Gateway,
+        operations: OperationRegistry,
+        control: ClusterControl | None = None,
+        peers: Peers | None = None,
     ) -> None:
+        """``peers``: on a cluster member, an operation no one here knows is looked
+        for on the other members (a VM's operations run on its host)."""
         self._gw = gateway
         self._ops = operations
         self._control = control
+        self._peers = peers
+
+    async def _elsewhere(
+        self, context: Ctx, method: str, request: Message, error: NotFound, timeout: float | None = None
+    ) -> operation_pb2.Operation:
+        """The answer of the member that runs the operation; ``error`` if none does."""
+        if self._peers is None or any(k == FORWARDED for k, _ in context.invocation_metadata() or ()):
+            raise error
+        found = await self._peers.first(
+            "/zsd.v1.OperationService/" + method,
+            request,
+            operation_pb2.Operation.FromString,
+            timeout=timeout if timeout is not None else context.time_remaining(),
+        )
+        if found is None:
+            raise error
+        return found
 
     def _find(self, name: str) -> OperationView:
         """On the trio thread: this host's operation, else the cluster's."""
@@ -75,8 +102,10 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
     ) -> operation_pb2.Operation:
         async def get(req: operation_pb2.GetOperationRequest) -> operation_pb2.Operation:
             name = names.operation(req.name)
-
-            return _encode(await self._gw.trio_sync(lambda: self._find(name)))
+            try:
+                return _encode(await self._gw.trio_sync(lambda: self._find(name)))
+            except NotFound as e:
+                return await self._elsewhere(context, "GetOperation", req, e)
 
         return await self._gw.handle(context, get, request)
 
@@ -132,7 +161,10 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
                         view = self._find(name)
                 return view
 
-            return _encode(await self._gw.trio(context, core))
+            try:
+                return _encode(await self._gw.trio(context, core))
+            except NotFound as e:
+                return await self._elsewhere(context, "WaitOperation", req, e, timeout=remaining)
 
         return await self._gw.handle(context, wait, request)
 
@@ -158,6 +190,9 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
                     field="name",
                 )
 
-            return _encode(await self._gw.trio_sync(cancel_op))
+            try:
+                return _encode(await self._gw.trio_sync(cancel_op))
+            except NotFound as e:
+                return await self._elsewhere(context, "CancelOperation", req, e)
 
         return await self._gw.handle(context, cancel, request)

@@ -1,0 +1,140 @@
+"""VMs on a two-host dev cluster: each host in its own network namespace with its
+own sanlock, zsd and private libvirtd. The leader places VMs (spread), the chosen
+host creates them, and any host answers for any VM (calls forwarded to the VM's
+host, its operations found there); a VM that fits nowhere is refused with every
+host's reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.zsdproc import zsctl
+from zsd.testing import libvirtd
+from zsd.testing.devcluster import DevCluster, HostInfo, ZsdExtras
+from zsd.testing.libvirtd import Libvirtd
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "zsdt-vmc"
+MARK = "ZSD-GUEST: "
+
+
+class PrivateLibvirtds:
+    """The dev cluster's per-host hook: one private libvirtd per host, in that host's
+    network namespace, started before its zsd (and kept across zsd restarts)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self.by_host: dict[str, Libvirtd] = {}
+
+    def __call__(self, dc: DevCluster, host: HostInfo) -> ZsdExtras:
+        if host.name not in self.by_host:
+            root = self._root / host.name
+            root.mkdir(parents=True, exist_ok=True)
+            self.by_host[host.name] = libvirtd.start(root, mask_kvm=True, netns=host.netns)
+        return ZsdExtras(args=("--set", f"hypervisor.libvirt_uri={self.by_host[host.name].uri}"))
+
+    def stop(self) -> None:
+        for instance in self.by_host.values():
+            libvirtd.stop(instance)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[DevCluster, PrivateLibvirtds]]:
+    hook = PrivateLibvirtds(tmp_path / "libvirt")
+    dc = DevCluster(state_dir=tmp_path / "dc", prefix=PREFIX, hook=hook)
+    try:
+        dc.up(2)
+        yield dc, hook
+    finally:
+        dc.down()
+        hook.stop()
+
+
+def ok(dc: DevCluster, host: str, *args: str) -> str:
+    done = zsctl(dc.host(host).endpoint_unix, *args, timeout=180)
+    assert done.returncode == 0, f"zsctl on {host} {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def data(dc: DevCluster, host: str, *args: str) -> Any:
+    return json.loads(ok(dc, host, "-o", "json", *args))
+
+
+def eventually(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.5)
+
+
+def test_placement_routing_and_refusal(
+    cluster: tuple[DevCluster, PrivateLibvirtds], guest_image: Path, tmp_path: Path
+) -> None:
+    dc, _ = cluster
+    share = tmp_path / "share"
+    share.mkdir()  # the "mounted" shared filesystem: one directory every host sees
+    ok(dc, "h1", "pool", "create", "shared", "--kind", "shared-fs", "--path", str(share))
+
+    def active_everywhere() -> bool:
+        pool = data(dc, "h2", "pool", "show", "shared")
+        return sorted((h["host"], h["state"]) for h in pool.get("hosts", [])) == [
+            ("hosts/h1", "ACTIVE"),
+            ("hosts/h2", "ACTIVE"),
+        ]
+
+    eventually(active_everywhere)
+    ok(dc, "h1", "image", "import", "shared/guest", "--path", str(guest_image), "--format", "qcow2")
+
+    # Spread: the second VM goes to the host the first one did not take.
+    first = data(
+        dc, "h1", "vm", "create", "a1", "--image", "shared/guest", "--memory", "128M", "--graphics", "none"
+    )
+    second = data(
+        dc, "h1", "vm", "create", "a2", "--image", "shared/guest", "--memory", "128M", "--graphics", "none"
+    )
+    assert first["state"] == second["state"] == "RUNNING"
+    assert {first["host"], second["host"]} == {"hosts/h1", "hosts/h2"}
+    on_h2 = first if first["host"] == "hosts/h2" else second
+    name = on_h2["name"].removeprefix("vms/")
+
+    # Any host answers for any VM: show and console of h2's VM through h1.
+    shown = data(dc, "h1", "vm", "show", name)
+    assert (shown["host"], shown["state"], shown["uid"]) == ("hosts/h2", "RUNNING", on_h2["uid"])
+    eventually(lambda: MARK + "booted" in ok(dc, "h1", "vm", "console", name), timeout=120)
+    listed = data(dc, "h2", "vm", "list")
+    assert sorted((v["name"], v["host"]) for v in listed) == sorted(
+        [(first["name"], first["host"]), (second["name"], second["host"])]
+    )
+    # Both hosts report their VMs in their Host (the cluster's view of capacity).
+    hosts = {h["name"]: h for h in data(dc, "h1", "host", "list")}
+    assert [v["vm"] for v in hosts["hosts/h2"].get("vms", [])] == [on_h2["name"]]
+
+    # A name is the cluster's: the same VM name is refused whichever host is asked.
+    done = zsctl(dc.host("h2").endpoint_unix, "vm", "create", "a1", "--no-start", timeout=60)
+    assert done.returncode != 0 and "VM_EXISTS" in done.stderr
+
+    # Fits nowhere: refused with each host's reason, nothing created.
+    done = zsctl(dc.host("h2").endpoint_unix, "vm", "create", "huge", "--memory", "4000G", timeout=60)
+    assert done.returncode != 0
+    assert "NO_VALID_HOST" in done.stderr and "h1:" in done.stderr and "h2:" in done.stderr
+    assert "huge" not in ok(dc, "h1", "vm", "list")
+
+    # Stop and delete through the other host; the name is free again at once.
+    stopped = data(dc, "h1", "vm", "stop", name, "--force")
+    assert stopped["state"] == "STOPPED"
+    ok(dc, "h1", "vm", "delete", name, "--volumes")
+    assert [v["name"] for v in data(dc, "h2", "vm", "list")] == [
+        (second if on_h2 is first else first)["name"]
+    ]
+    volumes = [v["name"] for v in data(dc, "h1", "volume", "list", "--pool", "shared")]
+    assert f"pools/shared/volumes/{name}-root" not in volumes
