@@ -16,6 +16,7 @@ import trio
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.records import KIND_HOST_STATUS
 from zsd.cluster.store import Delete
+from zsd.cluster.store.cache import StateCache
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.errors import ZsdError
 from zsd.v1 import host_pb2
@@ -28,9 +29,8 @@ took the create on may still arrive."""
 INTERVAL = 2.0
 
 
-def stale(control: ClusterControl, *, now: float, grace: float = GRACE) -> list[tuple[VmRecord, int]]:
+def stale(cache: StateCache, *, now: float, grace: float = GRACE) -> list[tuple[VmRecord, int]]:
     """Records (with their revisions) that their host's latest report disowns."""
-    cache = control.replica.cache
     out = []
     for raw in cache.list(KIND_VM):
         record = VmRecord.decode(raw.data)
@@ -50,7 +50,7 @@ async def run(control: ClusterControl, *, clock: Callable[[], float] = time.time
     """Runs on every member; acts only while this host leads."""
     while True:
         if control.leading:
-            for record, revision in stale(control, now=clock()):
+            for record, revision in stale(control.replica.cache, now=clock()):
                 try:
                     await control.store().commit(
                         [Delete(kind=KIND_VM, name=record.name, expected_revision=revision)]

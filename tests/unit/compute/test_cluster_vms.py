@@ -1,0 +1,138 @@
+"""The leader's VM bookkeeping without a cluster: placement filters and their
+reasons, and which records the janitor may drop, over a real state cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from zsd.cluster.records import KIND_HOST_STATUS
+from zsd.cluster.store.cache import StateCache
+from zsd.cluster.store.model import Change, ChangeSet, Op
+from zsd.compute.janitor import stale
+from zsd.compute.records import KIND_VM, VmRecord
+from zsd.compute.scheduler import Candidate, Demand, choose
+from zsd.errors import ResourceExhausted
+from zsd.v1 import host_pb2
+
+UID = "6f1c1f0e-0c43-4b8e-9a54-1d7c4f7e2a10"
+
+
+def host(
+    name: str, *, cpus: int = 8, mem: int = 16384, used_cpu: int = 0, used_mem: int = 0, **kw: object
+) -> Candidate:
+    return Candidate(
+        name=name,
+        usable=str(kw.get("usable", "")),
+        cpus=cpus,
+        memory_mib=mem,
+        used_vcpus=used_cpu,
+        used_memory_mib=used_mem,
+        pools=frozenset(kw.get("pools", ("shared",))),  # type: ignore[arg-type]
+    )
+
+
+def demand(**kw: object) -> Demand:
+    base: dict[str, object] = {
+        "name": "vm",
+        "uid": UID,
+        "vcpus": 2,
+        "memory_mib": 1024,
+        "pools": frozenset({"shared"}),
+    }
+    base.update(kw)
+    return Demand(**base)  # type: ignore[arg-type]
+
+
+def test_spread_takes_the_host_with_the_most_free_memory() -> None:
+    hosts = [host("h1", used_mem=8000), host("h2", used_mem=1000), host("h3", used_mem=4000)]
+    assert choose(demand(), hosts) == "h2"
+
+
+def test_every_rejected_host_says_why() -> None:
+    hosts = [
+        host("h1", usable="gossip says dead"),
+        host("h2", pools=()),
+        host("h3", cpus=1, used_cpu=3),
+        host("h4", mem=2048, used_mem=1500),
+    ]
+    with pytest.raises(ResourceExhausted) as refused:
+        choose(demand(), hosts)
+    assert refused.value.reason == "NO_VALID_HOST"
+    assert dict(refused.value.metadata) == {
+        "h1": "gossip says dead",
+        "h2": "pool(s) shared not active there",
+        "h3": "1 vCPUs free (needs 2)",
+        "h4": "548 MiB free (needs 1024)",
+    }
+    assert "h3: 1 vCPUs free (needs 2)" in refused.value.message
+
+
+def test_cpu_is_overcommitted_memory_is_not() -> None:
+    # 2 CPUs x 4 = 8 vCPUs; memory exactly full is still a fit, one MiB more is not.
+    assert choose(demand(vcpus=8, memory_mib=1024), [host("h1", cpus=2, mem=1024)]) == "h1"
+    with pytest.raises(ResourceExhausted):
+        choose(demand(vcpus=1, memory_mib=1025), [host("h1", cpus=2, mem=1024)])
+
+
+def test_a_pinned_vm_only_goes_to_its_host() -> None:
+    hosts = [host("h1"), host("h2", used_mem=9000)]
+    assert choose(demand(pinned="h2"), hosts) == "h2"
+    with pytest.raises(ResourceExhausted) as refused:
+        choose(demand(pinned="h9"), hosts)
+    assert "own storage" in refused.value.metadata["h1"]
+
+
+def test_an_empty_cluster_is_refused_with_a_reason() -> None:
+    with pytest.raises(ResourceExhausted) as refused:
+        choose(demand(), [])
+    assert "no hosts" in refused.value.message
+
+
+class Feed:
+    def __init__(self) -> None:
+        self.cache = StateCache()
+
+    def put(self, kind: str, name: str, data: bytes) -> int:
+        revision = self.cache.revision + 1
+        change = Change(
+            revision=revision,
+            epoch=1,
+            op=Op.PUT,
+            kind=kind,
+            name=name,
+            data=data,
+            create_revision=revision,
+            update_time=0.0,
+        )
+        self.cache.apply(ChangeSet(revision=revision, epoch=1, changes=(change,)))
+        return revision
+
+    def report(self, host: str, *vms: host_pb2.HostVm) -> int:
+        return self.put(
+            KIND_HOST_STATUS, host, host_pb2.Host(name=f"hosts/{host}", vms=list(vms)).SerializeToString()
+        )
+
+    def record(self, name: str, uid: str, host: str, created: float = 0.0) -> int:
+        rec = VmRecord(name=name, uid=uid, host=host, vcpus=1, memory_mib=128, create_time=created)
+        return self.put(KIND_VM, name, rec.encode())
+
+
+def test_the_janitor_drops_only_what_a_later_report_disowns() -> None:
+    feed = Feed()
+    feed.report("h1")  # a report from before the records: proves nothing
+    feed.record("gone", "u-gone", "h1")
+    feed.record("running", "u-run", "h1")
+    feed.record("creating", "u-new", "h1")
+    feed.record("young", "u-young", "h1", created=95.0)
+    feed.record("elsewhere", "u-else", "h2")
+    assert stale(feed.cache, now=100.0, grace=20.0) == []
+
+    feed.report(
+        "h1",
+        host_pb2.HostVm(vm="vms/running", uid="u-run"),
+        host_pb2.HostVm(vm="vms/creating", creating=True),
+    )
+    dropped = stale(feed.cache, now=100.0, grace=20.0)
+    assert [(r.name, rev) for r, rev in dropped] == [("gone", 2)]
+    # Once old enough, a record its host does not list goes too.
+    assert sorted(r.name for r, _ in stale(feed.cache, now=200.0, grace=20.0)) == ["gone", "young"]
