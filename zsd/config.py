@@ -49,6 +49,8 @@ class HypervisorConfig:
     kind: str = "auto"
     libvirt_uri: str = "qemu:///system"
     probe_timeout: float = 3.0
+    migration_uri: str = "qemu+tls://{address}/system"
+    """How peers' libvirtds reach this host's for live migration ({address}: this host's)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +81,14 @@ def _str(v: object) -> str:
     if not isinstance(v, str):
         raise ValueError
     return v
+
+
+def _migration_uri(v: object) -> str:
+    text = _str(v)
+    scheme = text.split("://", 1)[0]
+    if scheme not in ("qemu+tls", "qemu+tcp", "qemu+ssh") or "{address}" not in text:
+        raise ValueError
+    return text
 
 
 def _host_name(v: object) -> str:
@@ -184,6 +194,11 @@ def _schema(hostname: str) -> dict[str, _Key]:
         "hypervisor.kind": _Key(_choice(HYPERVISORS), "one of " + ", ".join(HYPERVISORS), "auto"),
         "hypervisor.libvirt_uri": _Key(_str, "a libvirt URI such as qemu:///system", "qemu:///system"),
         "hypervisor.probe_timeout": _Key(_float_range(0.5, 60.0), "seconds between 0.5 and 60", 3.0),
+        "hypervisor.migration_uri": _Key(
+            _migration_uri,
+            "a libvirt URI template for peers to reach this host's libvirtd, such as qemu+tls://{address}/system",
+            "qemu+tls://{address}/system",
+        ),
         "log.level": _Key(_choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "info"),
         "host.facts_interval": _Key(_float_range(5.0, 86400.0), "seconds between 5 and 86400", 60.0),
         "storage.check_interval": _Key(_float_range(0.2, 3600.0), "seconds between 0.2 and 3600", 30.0),
@@ -307,6 +322,7 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
             kind=v["hypervisor.kind"],
             libvirt_uri=v["hypervisor.libvirt_uri"],
             probe_timeout=v["hypervisor.probe_timeout"],
+            migration_uri=v["hypervisor.migration_uri"],
         ),
         log_level=v["log.level"],
         facts_interval=v["host.facts_interval"],

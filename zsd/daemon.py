@@ -119,6 +119,8 @@ class _Core:
     vms: HostVms
     member: MemberRuntime | None = None
     tls: PeerTls | None = None
+    compute: host_pb2.HostCompute | None = None
+    """Where peers send VMs to this host (its migration URI, console log directory)."""
     peer_port: str = ""
     """The port every member's API listens on (peers reach each other there)."""
 
@@ -163,6 +165,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 router=router,
                 pools=lambda: storageconv.host_pools(core.storage.states),
                 vms=lambda: computeconv.host_vms(core.vms.vms.summary, core.vms.creating),
+                compute=core.compute,
             ),
             server,
         )
@@ -280,6 +283,12 @@ async def serve(deps: DaemonDeps) -> None:
                 operations=operations,
                 storage=storage,
                 vms=vms,
+                compute=host_pb2.HostCompute(
+                    migration_uri=config.hypervisor.migration_uri.replace(
+                        "{address}", _bracket(config.host_address)
+                    ),
+                    console_dir=str(paths.console_dir),
+                ),
             )
             api_config = config.api
             if membership is not None and plane is not None:
@@ -377,6 +386,7 @@ async def _start_member(
     cache = HostMessageCache(
         lambda: storageconv.host_pools(core.storage.states),
         lambda: computeconv.host_vms(core.vms.vms.summary, core.vms.creating),
+        core.compute,
     )
 
     def own_host() -> host_pb2.Host:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -26,8 +28,9 @@ from zsd.api.peers import Peers, translate
 from zsd.api.router import FORWARDED, Router
 from zsd.cluster.control import ClusterControl
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.errors import NotFound, Unavailable
-from zsd.v1 import compute_pb2
+from zsd.compute.scheduler import Demand, candidates, choose
+from zsd.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from zsd.v1 import compute_pb2, host_pb2
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,14 @@ PLACED = "zsd-vm-placed"
 """Metadata on a CreateVm the leader hands to the host it chose."""
 METHOD = "/zsd.v1.VmService/"
 _LIST_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Destination:
+    host: str
+    uri: str
+    address: str
+    console_dir: Path
 
 
 def metadata_has(context: Ctx, key: str) -> bool:
@@ -75,6 +86,47 @@ class ClusterVms:
                 with trio.move_on_after(1.0):
                     await self._control.replica.wait_changed()
             return True
+        return False
+
+    def destination(self, vm: str, host: str) -> Destination:
+        """(trio side) Where and how to send VM ``vm`` to ``host``, after checking the
+        host can take it (alive, reachable, pools, capacity; reasons as placement's)."""
+        record = self._record(vm)
+        if record is None:
+            raise NotFound(f"VM 'vms/{vm}' does not exist", field="name", reason="VM_NOT_FOUND")
+        if host == record.host:
+            raise InvalidArgument(f"VM {vm} already runs on {host}", field="host", reason="SAME_HOST")
+        view = self._control.host_view(host)
+        others = [r for r in self._records() if r.name != vm]
+        demand = Demand(
+            name=vm,
+            uid=record.uid,
+            vcpus=record.vcpus,
+            memory_mib=record.memory_mib,
+            pools=frozenset(record.pools),
+            pinned=host,
+        )
+        choose(demand, [c for c in candidates(self._control, others) if c.name == host])
+        assert view.status is not None  # choose refused a host without a report
+        compute = host_pb2.Host.FromString(view.status).compute
+        if not compute.migration_uri:
+            raise FailedPrecondition(
+                f"host {host} has not said where it takes VMs", reason="NO_MIGRATION_URI"
+            )
+        return Destination(
+            host=host,
+            uri=compute.migration_uri,
+            address=view.entry.address,
+            console_dir=Path(compute.console_dir),
+        )
+
+    async def wait_owner(self, name: str, host: str, *, timeout: float) -> bool:
+        """(trio side) Waits until VM ``name``'s record names ``host``."""
+        with trio.move_on_after(timeout):
+            while (record := self._record(name)) is not None and record.host != host:
+                with trio.move_on_after(1.0):
+                    await self._control.replica.wait_changed()
+            return record is not None
         return False
 
     # -- forwarding (API thread) --------------------------------------------------

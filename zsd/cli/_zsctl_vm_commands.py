@@ -167,6 +167,14 @@ def cmd_vm_stop(args: argparse.Namespace, api: Api, console: Console) -> int:
     return _finish(args, api, console, api.vms.StopVm(request, timeout=api.timeout), compute_pb2.Vm)
 
 
+def cmd_vm_migrate(args: argparse.Namespace, api: Api, console: Console) -> int:
+    host = args.to if args.to.startswith("hosts/") else f"hosts/{args.to}"
+    request = compute_pb2.MigrateVmRequest(
+        name=vm_name(args.name), host=host, request_id=args.request_id or str(uuid.uuid4())
+    )
+    return _finish(args, api, console, api.vms.MigrateVm(request, timeout=api.timeout), compute_pb2.Vm)
+
+
 def _power(call: str) -> Callable[[argparse.Namespace, Api, Console], int]:
     requests = {
         "StartVm": compute_pb2.StartVmRequest,
@@ -259,6 +267,10 @@ def add_vm_noun(noun: NounFactory, operation_options: Callable[[argparse.Argumen
     stop.add_argument("--guest-timeout", dest="timeout_guest", type=int, help="seconds (default 60)")
     stop.add_argument("--force", action="store_true", help="power off at once")
     operation_options(stop)
+    migrate = vms.verb("migrate", "move a VM to another host (live when it runs)", cmd_vm_migrate)
+    migrate.add_argument("name", metavar="VM")
+    migrate.add_argument("--to", required=True, metavar="HOST")
+    operation_options(migrate)
     attach = vms.verb("attach-disk", "attach a volume (hot-plug when running)", cmd_vm_attach_disk)
     attach.add_argument("name", metavar="VM")
     attach.add_argument("disk", type=disk_argument, metavar="POOL/VOLUME[,bus=B,readonly]")

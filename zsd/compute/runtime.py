@@ -16,7 +16,7 @@ import errno
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -466,6 +466,110 @@ class LocalVms:
         )
         return {k: int(v) for k, v in raw.items() if isinstance(v, int)}
 
+    # -- moving ------------------------------------------------------------------
+
+    async def migrate(
+        self,
+        name: str,
+        *,
+        dest_uri: str,
+        dest_address: str,
+        dest_console_dir: Path,
+        shared_storage: bool = False,
+        progress: Callable[[int], None] = lambda _p: None,
+    ) -> bool:
+        """Moves the VM to the libvirtd at ``dest_uri``: live (peer-to-peer, with
+        auto-converge) when it runs, offline (its definition) when stopped. Its
+        disks must be on storage both hosts see. Cancelling aborts the job and the
+        VM stays here as it was. ``shared_storage``: zsd has proven that both hosts
+        see the same disks (a shared pool's marker), which libvirt cannot tell on
+        every filesystem. Returns whether it was live."""
+        async with self._lock(name):
+            status = await self.status(name)
+            live = status.state in ("running", "paused")
+            log_path = str(dest_console_dir / f"{status.spec.uid}.log")
+
+            def definitions(conn: Any) -> tuple[str, str]:
+                dom = conn.lookupByName(name)
+                secure = libvirt.VIR_DOMAIN_XML_SECURE
+                active = dom.XMLDesc(secure | libvirt.VIR_DOMAIN_XML_MIGRATABLE) if live else ""
+                inactive = dom.XMLDesc(
+                    secure | libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+                )
+                return _with_console_log(active, log_path) if live else "", _with_console_log(
+                    inactive, log_path
+                )
+
+            active_xml, persistent_xml = await self._hv.call(f"reading VM {name}", definitions)
+            flags = (
+                libvirt.VIR_MIGRATE_PEER2PEER
+                | libvirt.VIR_MIGRATE_PERSIST_DEST
+                | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            )
+            params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: persistent_xml}
+            if live:
+                flags |= libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_AUTO_CONVERGE
+                params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = active_xml
+                # The memory stream goes straight to the destination's address (its
+                # hostname may not resolve to the cluster network).
+                params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{dest_address}"
+                if dest_uri.startswith("qemu+tls"):
+                    flags |= libvirt.VIR_MIGRATE_TLS
+                if shared_storage:
+                    # libvirt only trusts NFS/GFS2/Ceph-like filesystems to be shared.
+                    flags |= libvirt.VIR_MIGRATE_UNSAFE
+            else:
+                flags |= libvirt.VIR_MIGRATE_OFFLINE
+
+            done = trio.Event()
+            failure: list[BaseException] = []
+
+            async def run() -> None:
+                try:
+                    await self._hv.call(
+                        f"migrating VM {name} to {dest_uri}",
+                        lambda c: c.lookupByName(name).migrateToURI3(dest_uri, params, flags),
+                    )
+                except BaseException as e:
+                    failure.append(e)
+                finally:
+                    done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                try:
+                    while not done.is_set():
+                        percent = await self._migration_percent(name) if live else None
+                        if percent is not None:
+                            progress(percent)
+                        with trio.move_on_after(0.5):
+                            await done.wait()
+                except trio.Cancelled:
+                    with trio.CancelScope(shield=True):
+                        with contextlib.suppress(ZsdError):
+                            await self._hv.call(
+                                f"aborting the migration of {name}", lambda c: c.lookupByName(name).abortJob()
+                            )
+                        await done.wait()
+                    raise
+            if failure:
+                raise failure[0]
+            return live
+
+    async def _migration_percent(self, name: str) -> int | None:
+        def stats(conn: Any) -> dict[str, Any]:
+            return dict(conn.lookupByName(name).jobStats())
+
+        try:
+            job = await self._hv.call(f"reading the migration of {name}", stats)
+        except ZsdError:
+            return None
+        total = int(job.get("data_total", 0) or 0)
+        remaining = int(job.get("data_remaining", 0) or 0)
+        if total <= 0:
+            return None
+        return max(0, min(99, int(100 * (total - remaining) / total)))
+
     # -- console and display ---------------------------------------------------
 
     async def display(self, name: str) -> Display:
@@ -524,3 +628,11 @@ _ALL_IOTUNE: tuple[str, ...] = (
     *_IOTUNE_LIMITS,
     *(f"{key}_length" for key in _IOTUNE_LIMITS if key.endswith("_max")),
 )
+
+
+def _with_console_log(xml: str, path: str) -> str:
+    """The domain with its serial console logged to ``path`` (the destination's)."""
+    root = ET.fromstring(xml)
+    for log_element in root.findall("devices/serial/log"):
+        log_element.set("file", path)
+    return ET.tostring(root, encoding="unicode")

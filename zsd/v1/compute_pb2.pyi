@@ -503,6 +503,32 @@ class ResumeVmRequest(_message.Message):
 Global___ResumeVmRequest: _TypeAlias = ResumeVmRequest  # noqa: Y015
 
 @_typing.final
+class MigrateVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    host: _builtins.str
+    """"hosts/{host}": where to."""
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        host: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrateVmRequest: _TypeAlias = MigrateVmRequest  # noqa: Y015
+
+@_typing.final
 class AttachDiskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

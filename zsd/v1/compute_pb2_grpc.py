@@ -85,6 +85,11 @@ class VmServiceStub:
                 request_serializer=zsd_dot_v1_dot_compute__pb2.ResumeVmRequest.SerializeToString,
                 response_deserializer=zsd_dot_v1_dot_compute__pb2.Vm.FromString,
                 _registered_method=True)
+        self.MigrateVm = channel.unary_unary(
+                '/zsd.v1.VmService/MigrateVm',
+                request_serializer=zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+                _registered_method=True)
         self.AttachDisk = channel.unary_unary(
                 '/zsd.v1.VmService/AttachDisk',
                 request_serializer=zsd_dot_v1_dot_compute__pb2.AttachDiskRequest.SerializeToString,
@@ -190,6 +195,16 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateVm(self, request, context):
+        """Moves the VM to another host: live (peer to peer, auto-converge) when it runs,
+        offline when stopped. Its disks must be on storage both hosts see; NICs, disks
+        and QoS go with it. Cancelling the operation aborts the move (the VM stays).
+        Operation response: Vm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AttachDisk(self, request, context):
         """Hot-plug on a running VM, a definition change on a stopped one.
         """
@@ -282,6 +297,11 @@ def add_VmServiceServicer_to_server(servicer, server):
                     servicer.ResumeVm,
                     request_deserializer=zsd_dot_v1_dot_compute__pb2.ResumeVmRequest.FromString,
                     response_serializer=zsd_dot_v1_dot_compute__pb2.Vm.SerializeToString,
+            ),
+            'MigrateVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateVm,
+                    request_deserializer=zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
             ),
             'AttachDisk': grpc.unary_unary_rpc_method_handler(
                     servicer.AttachDisk,
@@ -584,6 +604,33 @@ class VmService:
             '/zsd.v1.VmService/ResumeVm',
             zsd_dot_v1_dot_compute__pb2.ResumeVmRequest.SerializeToString,
             zsd_dot_v1_dot_compute__pb2.Vm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.VmService/MigrateVm',
+            zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.SerializeToString,
+            zsd_dot_v1_dot_operation__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

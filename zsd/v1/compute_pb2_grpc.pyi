@@ -61,6 +61,12 @@ class VmServiceStub:
     """ACPI reboot request: the guest decides."""
     PauseVm: _grpc.UnaryUnaryMultiCallable[_compute_pb2.PauseVmRequest, _compute_pb2.Vm]
     ResumeVm: _grpc.UnaryUnaryMultiCallable[_compute_pb2.ResumeVmRequest, _compute_pb2.Vm]
+    MigrateVm: _grpc.UnaryUnaryMultiCallable[_compute_pb2.MigrateVmRequest, _operation_pb2.Operation]
+    """Moves the VM to another host: live (peer to peer, auto-converge) when it runs,
+    offline when stopped. Its disks must be on storage both hosts see; NICs, disks
+    and QoS go with it. Cancelling the operation aborts the move (the VM stays).
+    Operation response: Vm.
+    """
     AttachDisk: _grpc.UnaryUnaryMultiCallable[_compute_pb2.AttachDiskRequest, _compute_pb2.Vm]
     """Hot-plug on a running VM, a definition change on a stopped one."""
     DetachDisk: _grpc.UnaryUnaryMultiCallable[_compute_pb2.DetachDiskRequest, _compute_pb2.Vm]
@@ -100,6 +106,12 @@ class VmServiceAsyncStub(VmServiceStub):
     """ACPI reboot request: the guest decides."""
     PauseVm: _aio.UnaryUnaryMultiCallable[_compute_pb2.PauseVmRequest, _compute_pb2.Vm]  # type: ignore[assignment]
     ResumeVm: _aio.UnaryUnaryMultiCallable[_compute_pb2.ResumeVmRequest, _compute_pb2.Vm]  # type: ignore[assignment]
+    MigrateVm: _aio.UnaryUnaryMultiCallable[_compute_pb2.MigrateVmRequest, _operation_pb2.Operation]  # type: ignore[assignment]
+    """Moves the VM to another host: live (peer to peer, auto-converge) when it runs,
+    offline when stopped. Its disks must be on storage both hosts see; NICs, disks
+    and QoS go with it. Cancelling the operation aborts the move (the VM stays).
+    Operation response: Vm.
+    """
     AttachDisk: _aio.UnaryUnaryMultiCallable[_compute_pb2.AttachDiskRequest, _compute_pb2.Vm]  # type: ignore[assignment]
     """Hot-plug on a running VM, a definition change on a stopped one."""
     DetachDisk: _aio.UnaryUnaryMultiCallable[_compute_pb2.DetachDiskRequest, _compute_pb2.Vm]  # type: ignore[assignment]
@@ -196,6 +208,18 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _compute_pb2.ResumeVmRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_compute_pb2.Vm, _abc.Awaitable[_compute_pb2.Vm]]: ...
+
+    @_abc_1.abstractmethod
+    def MigrateVm(
+        self,
+        request: _compute_pb2.MigrateVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operation_pb2.Operation, _abc.Awaitable[_operation_pb2.Operation]]:
+        """Moves the VM to another host: live (peer to peer, auto-converge) when it runs,
+        offline when stopped. Its disks must be on storage both hosts see; NICs, disks
+        and QoS go with it. Cancelling the operation aborts the move (the VM stays).
+        Operation response: Vm.
+        """
 
     @_abc_1.abstractmethod
     def AttachDisk(

@@ -170,6 +170,7 @@ class Host(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     POOLS_FIELD_NUMBER: _builtins.int
     VMS_FIELD_NUMBER: _builtins.int
+    COMPUTE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"hosts/{host}"; {host} is the host's name (an RFC 1123 label)."""
     host_id: _builtins.int
@@ -230,6 +231,10 @@ class Host(_message.Message):
     def vms(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostVm]:
         """The VMs defined on this host, as this host sees them."""
 
+    @_builtins.property
+    def compute(self) -> Global___HostCompute:
+        """Where peers send VMs to this host."""
+
     def __init__(
         self,
         *,
@@ -257,14 +262,39 @@ class Host(_message.Message):
         etag: _builtins.str = ...,
         pools: _abc.Iterable[Global___HostPool] | None = ...,
         vms: _abc.Iterable[Global___HostVm] | None = ...,
+        compute: Global___HostCompute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_time", b"boot_time", "cpu", b"cpu", "hypervisor", b"hypervisor", "memory", b"memory", "refresh_time", b"refresh_time", "uptime", b"uptime"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["boot_time", b"boot_time", "compute", b"compute", "cpu", b"cpu", "hypervisor", b"hypervisor", "memory", b"memory", "refresh_time", b"refresh_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "vms", b"vms", "zsd_version", b"zsd_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "compute", b"compute", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "vms", b"vms", "zsd_version", b"zsd_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Host: _TypeAlias = Host  # noqa: Y015
+
+@_typing.final
+class HostCompute(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_URI_FIELD_NUMBER: _builtins.int
+    CONSOLE_DIR_FIELD_NUMBER: _builtins.int
+    migration_uri: _builtins.str
+    """The libvirt URI peers' libvirtds migrate VMs to."""
+    console_dir: _builtins.str
+    """Where this host keeps VM console logs (a migrated VM's log continues there)."""
+    def __init__(
+        self,
+        *,
+        migration_uri: _builtins.str = ...,
+        console_dir: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["console_dir", b"console_dir", "migration_uri", b"migration_uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostCompute: _TypeAlias = HostCompute  # noqa: Y015
 
 @_typing.final
 class HostVm(_message.Message):

@@ -37,7 +37,9 @@ class PrivateLibvirtds:
         if host.name not in self.by_host:
             root = self._root / host.name
             root.mkdir(parents=True, exist_ok=True)
-            self.by_host[host.name] = libvirtd.start(root, mask_kvm=True, netns=host.netns)
+            self.by_host[host.name] = libvirtd.start(
+                root, mask_kvm=True, netns=host.netns, listen_address=host.address
+            )
         return ZsdExtras(args=("--set", f"hypervisor.libvirt_uri={self.by_host[host.name].uri}"))
 
     def stop(self) -> None:
@@ -48,7 +50,13 @@ class PrivateLibvirtds:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[DevCluster, PrivateLibvirtds]]:
     hook = PrivateLibvirtds(tmp_path / "libvirt")
-    dc = DevCluster(state_dir=tmp_path / "dc", prefix=PREFIX, hook=hook)
+    # The private libvirtds take migrations over plain TCP (production: qemu+tls).
+    dc = DevCluster(
+        state_dir=tmp_path / "dc",
+        prefix=PREFIX,
+        hook=hook,
+        zsd_set=["hypervisor.migration_uri=qemu+tcp://{address}/system"],
+    )
     try:
         dc.up(2)
         yield dc, hook
@@ -75,6 +83,24 @@ def eventually(check: Any, timeout: float = 60.0) -> Any:
             return value
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.5)
+
+
+class Console:
+    """Markers on a VM's console (through any host), found in order."""
+
+    def __init__(self, dc: DevCluster, host: str, vm: str) -> None:
+        self._dc, self._host, self._vm, self._pos = dc, host, vm, 0
+
+    def expect(self, marker: str, timeout: float = 120.0) -> None:
+        def seen() -> bool:
+            text = ok(self._dc, self._host, "vm", "console", self._vm)
+            index = text.find(MARK + marker, self._pos)
+            if index < 0:
+                return False
+            self._pos = index + 1
+            return True
+
+        eventually(seen, timeout)
 
 
 def test_placement_routing_and_refusal(
@@ -128,6 +154,23 @@ def test_placement_routing_and_refusal(
     assert done.returncode != 0
     assert "NO_VALID_HOST" in done.stderr and "h1:" in done.stderr and "h2:" in done.stderr
     assert "huge" not in ok(dc, "h1", "vm", "list")
+
+    # Live migration h2 -> h1, asked through h2: the same guest (no new boot) keeps
+    # running and is managed on h1 afterwards (a hot-plug there reaches it).
+    console = Console(dc, "h1", name)
+    console.expect("ready")
+    moved = data(dc, "h2", "vm", "migrate", name, "--to", "h1")
+    assert moved["host"] == "hosts/h1"
+    after = data(dc, "h2", "vm", "show", name)
+    assert (after["host"], after["state"], after["uid"]) == ("hosts/h1", "RUNNING", on_h2["uid"])
+    ok(dc, "h1", "volume", "create", "shared/extra", "--size", "16M")
+    ok(dc, "h2", "vm", "attach-disk", name, "shared/extra")
+    # The console log on h1 starts at the move (the history before it stays on h2).
+    Console(dc, "h2", name).expect("disk+ vdb")
+    assert MARK + "booted" not in ok(dc, "h1", "vm", "console", name), "the guest must not have rebooted"
+    refused = zsctl(dc.host("h1").endpoint_unix, "vm", "migrate", name, "--to", "h1", timeout=60)
+    assert refused.returncode != 0 and "SAME_HOST" in refused.stderr
+    ok(dc, "h1", "vm", "detach-disk", name, "shared/extra")
 
     # Stop and delete through the other host; the name is free again at once.
     stopped = data(dc, "h1", "vm", "stop", name, "--force")

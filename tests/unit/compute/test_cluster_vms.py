@@ -133,6 +133,21 @@ def test_the_janitor_drops_only_what_a_later_report_disowns() -> None:
         host_pb2.HostVm(vm="vms/creating", creating=True),
     )
     dropped = stale(feed.cache, now=100.0, grace=20.0)
-    assert [(r.name, rev) for r, rev in dropped] == [("gone", 2)]
+    assert [(f.record.name, f.revision, f.moved_to) for f in dropped] == [("gone", 2, "")]
     # Once old enough, a record its host does not list goes too.
-    assert sorted(r.name for r, _ in stale(feed.cache, now=200.0, grace=20.0)) == ["gone", "young"]
+    assert sorted(f.record.name for f in stale(feed.cache, now=200.0, grace=20.0)) == ["gone", "young"]
+
+
+def test_a_record_follows_its_vm_to_the_host_that_reports_it() -> None:
+    feed = Feed()
+    feed.record("mover", "u-move", "h1", created=99.0)
+    feed.report("h2", host_pb2.HostVm(vm="vms/mover", uid="u-move"))
+    # While the source still lists it (mid-migration), nothing changes.
+    feed.report("h1", host_pb2.HostVm(vm="vms/mover", uid="u-move"))
+    assert stale(feed.cache, now=100.0) == []
+    feed.report("h1")
+    fixes = stale(feed.cache, now=100.0)  # young, but moving needs no grace
+    assert [(f.record.name, f.moved_to) for f in fixes] == [("mover", "h2")]
+    # Two other hosts claiming one VM: ambiguous, the janitor leaves it to people.
+    feed.report("h3", host_pb2.HostVm(vm="vms/mover", uid="u-move"))
+    assert stale(feed.cache, now=1000.0) == []

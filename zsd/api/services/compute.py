@@ -330,6 +330,50 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
 
         return await self._gw.handle(context, run, request)
 
+    async def MigrateVm(self, request: compute_pb2.MigrateVmRequest, context: Ctx) -> operation_pb2.Operation:
+        async def run(req: compute_pb2.MigrateVmRequest) -> operation_pb2.Operation:
+            name = computeconv.vm_id(req.name)
+            dest = host_id(req.host, field="host")
+            routed = await self._route(context, name, "MigrateVm", req, operation_pb2.Operation.FromString)
+            if routed is not None:
+                return routed
+            cluster = self._cluster
+            if cluster is None:
+                raise FailedPrecondition(
+                    "a cluster of one has no other host to move VMs to", field="host", reason="NOT_A_MEMBER"
+                )
+            status = await self._gw.trio(context, lambda: self._vms.vms.status(name))
+            local = [d.volume for d in status.spec.disks if d.volume.split("/", 1)[0] == DEFAULT_POOL]
+            if local:
+                raise FailedPrecondition(
+                    f"VM {name} has disks on this host's own pool ({', '.join(local)}); "
+                    "only VMs on shared pools can move",
+                    field="name",
+                    reason="LOCAL_STORAGE",
+                )
+            target = await self._gw.trio_sync(lambda: cluster.destination(name, dest))
+
+            async def job(progress: Progress) -> compute_pb2.Vm:
+                progress(0, f"moving to {dest}")
+                live = await self._vms.vms.migrate(
+                    name,
+                    dest_uri=target.uri,
+                    dest_address=target.address,
+                    dest_console_dir=target.console_dir,
+                    # destination() checked every pool is active (marker seen) there.
+                    shared_storage=True,
+                    progress=lambda p: progress(p, None),
+                )
+                progress(99, f"{'live' if live else 'offline'} move done; waiting for the cluster to agree")
+                await cluster.wait_owner(name, dest, timeout=RELEASE_TIMEOUT)
+                return compute_pb2.Vm(name=f"vms/{name}", host=f"hosts/{dest}")
+
+            return await self._operation(
+                verb="MigrateVm", target=f"vms/{name}", request_id=req.request_id, job=job
+            )
+
+        return await self._gw.handle(context, run, request)
+
     # -- devices -----------------------------------------------------------------
 
     async def AttachDisk(self, request: compute_pb2.AttachDiskRequest, context: Ctx) -> compute_pb2.Vm:

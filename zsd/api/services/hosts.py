@@ -35,11 +35,13 @@ class HostMessageCache:
         self,
         pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple,
         vms: Callable[[], Sequence[host_pb2.HostVm]] = tuple,
+        compute: host_pb2.HostCompute | None = None,
     ) -> None:
         self._by_name: dict[str, tuple[HostRecord, host_pb2.Host]] = {}
         # This host's pool states: cheap, and they change apart from the record.
         self._pools = pools
         self._vms = vms
+        self._compute = compute
 
     def encode(self, rec: HostRecord, *, now: float) -> host_pb2.Host:
         cached = self._by_name.get(rec.name)
@@ -51,6 +53,8 @@ class HostMessageCache:
         msg.uptime.CopyFrom(convert.duration(max(now - rec.started_at, 0.0)))
         msg.pools.extend(self._pools())
         msg.vms.extend(self._vms())
+        if self._compute is not None:
+            msg.compute.CopyFrom(self._compute)
         return msg
 
 
@@ -70,6 +74,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         router: Router | None = None,
         pools: Callable[[], Sequence[host_pb2.HostPool]] = tuple,
         vms: Callable[[], Sequence[host_pb2.HostVm]] = tuple,
+        compute: host_pb2.HostCompute | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gw = gateway
@@ -79,7 +84,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         self._control = control
         self._router = router
         self._clock = clock
-        self._cache = HostMessageCache(pools, vms)
+        self._cache = HostMessageCache(pools, vms, compute)
 
     def _own(self) -> host_pb2.Host:
         return self._cache.encode(self._cluster.host("-"), now=self._clock())
