@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zsd.compute.settings import STRATEGIES, Placement
 from zsd.errors import ConfigError
 from zsd.paths import Paths
 
@@ -71,6 +72,7 @@ class Config:
     auto_init: bool = False
     # How often every pool is checked again (marker, mount) and its state updated (seconds).
     storage_check_interval: float = 30.0
+    placement: Placement = field(default_factory=Placement)
     source: tuple[str, ...] = field(default=())
 
 
@@ -202,6 +204,9 @@ def _schema(hostname: str) -> dict[str, _Key]:
         "log.level": _Key(_choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "info"),
         "host.facts_interval": _Key(_float_range(5.0, 86400.0), "seconds between 5 and 86400", 60.0),
         "storage.check_interval": _Key(_float_range(0.2, 3600.0), "seconds between 0.2 and 3600", 30.0),
+        "compute.cpu_overcommit": _Key(_float_range(0.1, 32.0), "a ratio between 0.1 and 32", 4.0),
+        "compute.memory_overcommit": _Key(_float_range(0.1, 4.0), "a ratio between 0.1 and 4", 1.0),
+        "compute.placement": _Key(_choice(STRATEGIES), "one of " + ", ".join(STRATEGIES), "spread"),
     }
 
 
@@ -329,5 +334,10 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         gossip_port=v["cluster.gossip_port"],
         auto_init=v["cluster.auto_init"],
         storage_check_interval=v["storage.check_interval"],
+        placement=Placement(
+            cpu_overcommit=v["compute.cpu_overcommit"],
+            memory_overcommit=v["compute.memory_overcommit"],
+            strategy=v["compute.placement"],
+        ),
         source=sources,
     )

@@ -16,7 +16,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -65,6 +65,7 @@ from zsd.cluster.swim.member import Address, Capacity, HostMeta
 from zsd.compute import janitor
 from zsd.compute.hostvms import HostVms
 from zsd.compute.scheduler import Scheduler
+from zsd.compute.settings import Placement
 from zsd.compute.setup import run_compute
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
@@ -121,6 +122,7 @@ class _Core:
     tls: PeerTls | None = None
     compute: host_pb2.HostCompute | None = None
     """Where peers send VMs to this host (its migration URI, console log directory)."""
+    placement: Placement = field(default_factory=Placement)
     peer_port: str = ""
     """The port every member's API listens on (peers reach each other there)."""
 
@@ -151,8 +153,10 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             host=core.cluster.host_name,
             port=core.peer_port,
         )
-        vm_cluster = ClusterVms(gateway=gateway, control=control, router=router, peers=peers)
-        scheduler = Scheduler(control)
+        vm_cluster = ClusterVms(
+            gateway=gateway, control=control, router=router, peers=peers, placement=core.placement
+        )
+        scheduler = Scheduler(control, core.placement)
 
     def register(server: grpc.aio.Server) -> list[str]:
         host_pb2_grpc.add_HostServiceServicer_to_server(
@@ -283,6 +287,7 @@ async def serve(deps: DaemonDeps) -> None:
                 operations=operations,
                 storage=storage,
                 vms=vms,
+                placement=config.placement,
                 compute=host_pb2.HostCompute(
                     migration_uri=config.hypervisor.migration_uri.replace(
                         "{address}", _bracket(config.host_address)

@@ -49,6 +49,9 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[hypervisor]\nkind = 3\n", "hypervisor.kind", "one of auto, kvm, qemu"),
         ('[api]\nsocket = "relative/path"\n', "api.socket", "absolute path"),
         ("[cluster]\ngossip_port = 0\n", "cluster.gossip_port", "between 1 and 65535"),
+        ('[compute]\nplacement = "random"\n', "compute.placement", "one of spread, pack"),
+        ("[compute]\nmemory_overcommit = 9\n", "compute.memory_overcommit", "between 0.1 and 4"),
+        ('[hypervisor]\nmigration_uri = "qemu:///system"\n', "hypervisor.migration_uri", "{address}"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(tmp_path: Path, text: str, key: str, needle: str) -> None:

@@ -28,7 +28,8 @@ from zsd.api.peers import Peers, translate
 from zsd.api.router import FORWARDED, Router
 from zsd.cluster.control import ClusterControl
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.compute.scheduler import Demand, candidates, choose
+from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, candidates, choose
+from zsd.compute.settings import Placement
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from zsd.v1 import compute_pb2, host_pb2
 
@@ -56,8 +57,17 @@ def metadata_has(context: Ctx, key: str) -> bool:
 
 
 class ClusterVms:
-    def __init__(self, *, gateway: Gateway, control: ClusterControl, router: Router, peers: Peers) -> None:
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        control: ClusterControl,
+        router: Router,
+        peers: Peers,
+        placement: Placement = DEFAULT_PLACEMENT,
+    ) -> None:
         self._gw = gateway
+        self._placement = placement
         self._control = control
         self.router = router
         self.peers = peers
@@ -89,14 +99,14 @@ class ClusterVms:
         return False
 
     def destination(self, vm: str, host: str) -> Destination:
-        """(trio side) Where and how to send VM ``vm`` to ``host``, after checking the
-        host can take it (alive, reachable, pools, capacity; reasons as placement's)."""
+        """(trio side) Where and how to send VM ``vm`` to ``host`` (empty: the best
+        other host, chosen as placement would from this host's copy), after checking
+        the host can take it (alive, reachable, pools, capacity; reasons as placement's)."""
         record = self._record(vm)
         if record is None:
             raise NotFound(f"VM 'vms/{vm}' does not exist", field="name", reason="VM_NOT_FOUND")
         if host == record.host:
             raise InvalidArgument(f"VM {vm} already runs on {host}", field="host", reason="SAME_HOST")
-        view = self._control.host_view(host)
         others = [r for r in self._records() if r.name != vm]
         demand = Demand(
             name=vm,
@@ -106,7 +116,13 @@ class ClusterVms:
             pools=frozenset(record.pools),
             pinned=host,
         )
-        choose(demand, [c for c in candidates(self._control, others) if c.name == host])
+        hosts = [
+            c
+            for c in candidates(self._control, others)
+            if c.name != record.host and (not host or c.name == host)
+        ]
+        host = choose(demand, hosts, self._placement)
+        view = self._control.host_view(host)
         assert view.status is not None  # choose refused a host without a report
         compute = host_pb2.Host.FromString(view.status).compute
         if not compute.migration_uri:

@@ -135,6 +135,7 @@ def cmd_vm_create(args: argparse.Namespace, api: Api, console: Console) -> int:
         root_pool=args.root_pool or "",
         root_size_bytes=args.root_size or 0,
         no_start=args.no_start,
+        host="" if not args.host else args.host if args.host.startswith("hosts/") else f"hosts/{args.host}",
         request_id=args.request_id or str(uuid.uuid4()),
     )
     return _finish(args, api, console, api.vms.CreateVm(request, timeout=api.timeout), compute_pb2.Vm)
@@ -168,7 +169,7 @@ def cmd_vm_stop(args: argparse.Namespace, api: Api, console: Console) -> int:
 
 
 def cmd_vm_migrate(args: argparse.Namespace, api: Api, console: Console) -> int:
-    host = args.to if args.to.startswith("hosts/") else f"hosts/{args.to}"
+    host = "" if not args.to else args.to if args.to.startswith("hosts/") else f"hosts/{args.to}"
     request = compute_pb2.MigrateVmRequest(
         name=vm_name(args.name), host=host, request_id=args.request_id or str(uuid.uuid4())
     )
@@ -269,7 +270,7 @@ def add_vm_noun(noun: NounFactory, operation_options: Callable[[argparse.Argumen
     operation_options(stop)
     migrate = vms.verb("migrate", "move a VM to another host (live when it runs)", cmd_vm_migrate)
     migrate.add_argument("name", metavar="VM")
-    migrate.add_argument("--to", required=True, metavar="HOST")
+    migrate.add_argument("--to", metavar="HOST", help="default: the host placement chooses")
     operation_options(migrate)
     attach = vms.verb("attach-disk", "attach a volume (hot-plug when running)", cmd_vm_attach_disk)
     attach.add_argument("name", metavar="VM")
@@ -316,4 +317,5 @@ def _create_options(
     create.add_argument("--group", help="its VM scheduling group")
     create.add_argument("--description")
     create.add_argument("--no-start", action="store_true", help="define only")
+    create.add_argument("--host", help="run it on this host (placement still checks it can)")
     operation_options(create)

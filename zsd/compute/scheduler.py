@@ -21,12 +21,12 @@ from zsd.cluster.hostctl import fingerprint
 from zsd.cluster.lease.authority import HostStatus
 from zsd.cluster.store import Create
 from zsd.compute.records import KIND_VM, VmRecord
+from zsd.compute.settings import Placement
 from zsd.errors import AlreadyExists, ResourceExhausted
 from zsd.v1 import host_pb2, storage_pb2
 
 MiB = 1 << 20
-CPU_OVERCOMMIT = 4.0
-MEMORY_OVERCOMMIT = 1.0
+DEFAULT_PLACEMENT = Placement()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,9 +93,9 @@ def candidates(control: ClusterControl, records: Sequence[VmRecord]) -> list[Can
     return out
 
 
-def choose(demand: Demand, hosts: Sequence[Candidate]) -> str:
-    """The host for ``demand``: filters (each rejection with its reason), then the
-    host with the most free memory (spread)."""
+def choose(demand: Demand, hosts: Sequence[Candidate], settings: Placement = DEFAULT_PLACEMENT) -> str:
+    """The host for ``demand``: filters (each rejection with its reason), then
+    weighing by free memory (most with spread, least with pack)."""
     reasons: dict[str, str] = {}
     fit: list[tuple[float, str]] = []
     for h in hosts:
@@ -104,8 +104,8 @@ def choose(demand: Demand, hosts: Sequence[Candidate]) -> str:
             why = f"the VM's disks are on {demand.pinned}'s own storage"
         if not why and not demand.pools <= h.pools:
             why = f"pool(s) {', '.join(sorted(demand.pools - h.pools))} not active there"
-        free_cpu = int(h.cpus * CPU_OVERCOMMIT) - h.used_vcpus
-        free_mem = int(h.memory_mib * MEMORY_OVERCOMMIT) - h.used_memory_mib
+        free_cpu = int(h.cpus * settings.cpu_overcommit) - h.used_vcpus
+        free_mem = int(h.memory_mib * settings.memory_overcommit) - h.used_memory_mib
         if not why and free_cpu < demand.vcpus:
             why = f"{free_cpu} vCPUs free (needs {demand.vcpus})"
         if not why and free_mem < demand.memory_mib:
@@ -119,14 +119,22 @@ def choose(demand: Demand, hosts: Sequence[Candidate]) -> str:
         raise ResourceExhausted(
             f"no host can run VM {demand.name}: {detail}", reason="NO_VALID_HOST", metadata=reasons
         )
+    if settings.strategy == "pack":
+        return min(fit, key=lambda x: (x[0], x[1]))[1]
     return max(fit, key=lambda x: (x[0], x[1]))[1]
 
 
 class Scheduler:
     """Leader only."""
 
-    def __init__(self, control: ClusterControl, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        control: ClusterControl,
+        settings: Placement = DEFAULT_PLACEMENT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._control = control
+        self._settings = settings
         self._lock = trio.Lock()
         self._clock = clock
 
@@ -146,7 +154,7 @@ class Scheduler:
                     reason="VM_EXISTS",
                 )
             records = [VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM)]
-            host = choose(demand, candidates(self._control, records))
+            host = choose(demand, candidates(self._control, records), self._settings)
             record = VmRecord(
                 name=demand.name,
                 uid=demand.uid,

@@ -511,7 +511,7 @@ class MigrateVmRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     host: _builtins.str
-    """"hosts/{host}": where to."""
+    """"hosts/{host}": where to. Empty: the host placement would choose (not this one)."""
     request_id: _builtins.str
     def __init__(
         self,

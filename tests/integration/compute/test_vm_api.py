@@ -194,6 +194,7 @@ def test_bad_input_and_failures_leave_nothing_behind(zsd: ZsdProcess, private_li
     assert "field: vm.nics[0].bridge" in refused(
         zsd, "vm", "create", "inj", "--nic", "bridge=br0'/><x", "--no-start"
     )
+    assert "NOT_A_MEMBER" in refused(zsd, "vm", "create", "far", "--host", "other", "--no-start")
     assert data(zsd, "vm", "list") == []
     assert volumes() == before
 

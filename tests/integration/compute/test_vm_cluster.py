@@ -159,7 +159,7 @@ def test_placement_routing_and_refusal(
     # running and is managed on h1 afterwards (a hot-plug there reaches it).
     console = Console(dc, "h1", name)
     console.expect("ready")
-    moved = data(dc, "h2", "vm", "migrate", name, "--to", "h1")
+    moved = data(dc, "h2", "vm", "migrate", name)  # no --to: the only other host
     assert moved["host"] == "hosts/h1"
     after = data(dc, "h2", "vm", "show", name)
     assert (after["host"], after["state"], after["uid"]) == ("hosts/h1", "RUNNING", on_h2["uid"])

@@ -11,6 +11,7 @@ from zsd.cluster.store.model import Change, ChangeSet, Op
 from zsd.compute.janitor import stale
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.compute.scheduler import Candidate, Demand, choose
+from zsd.compute.settings import Placement
 from zsd.errors import ResourceExhausted
 from zsd.v1 import host_pb2
 
@@ -151,3 +152,13 @@ def test_a_record_follows_its_vm_to_the_host_that_reports_it() -> None:
     # Two other hosts claiming one VM: ambiguous, the janitor leaves it to people.
     feed.report("h3", host_pb2.HostVm(vm="vms/mover", uid="u-move"))
     assert stale(feed.cache, now=1000.0) == []
+
+
+def test_pack_fills_the_busiest_host_that_still_fits_and_ratios_are_settings() -> None:
+    hosts = [host("h1", used_mem=8000), host("h2", used_mem=1000), host("h3", mem=16384, used_mem=15800)]
+    assert choose(demand(), hosts, Placement(strategy="pack")) == "h1"  # h3 has only 584 MiB left
+    tight = Placement(cpu_overcommit=1.0)
+    with pytest.raises(ResourceExhausted) as refused:
+        choose(demand(vcpus=9), [host("h1", cpus=8)], tight)
+    assert refused.value.metadata["h1"] == "8 vCPUs free (needs 9)"
+    assert choose(demand(memory_mib=20000), [host("h1")], Placement(memory_overcommit=1.5)) == "h1"

@@ -124,6 +124,12 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
     async def CreateVm(self, request: compute_pb2.CreateVmRequest, context: Ctx) -> operation_pb2.Operation:
         async def run(req: compute_pb2.CreateVmRequest) -> operation_pb2.Operation:
             if self._cluster is None or self._scheduler is None or metadata_has(context, PLACED):
+                if req.host and host_id(req.host, field="host") not in ("-", self._host):
+                    raise FailedPrecondition(
+                        f"this is a cluster of one: VMs run on {self._host}",
+                        field="host",
+                        reason="NOT_A_MEMBER",
+                    )
                 return await self._create_here(req)
             return await self._place(context, req, self._cluster, self._scheduler)
 
@@ -333,7 +339,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
     async def MigrateVm(self, request: compute_pb2.MigrateVmRequest, context: Ctx) -> operation_pb2.Operation:
         async def run(req: compute_pb2.MigrateVmRequest) -> operation_pb2.Operation:
             name = computeconv.vm_id(req.name)
-            dest = host_id(req.host, field="host")
+            dest = host_id(req.host, field="host") if req.host else ""
             routed = await self._route(context, name, "MigrateVm", req, operation_pb2.Operation.FromString)
             if routed is not None:
                 return routed
@@ -352,6 +358,8 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
                     reason="LOCAL_STORAGE",
                 )
             target = await self._gw.trio_sync(lambda: cluster.destination(name, dest))
+
+            dest = target.host
 
             async def job(progress: Progress) -> compute_pb2.Vm:
                 progress(0, f"moving to {dest}")
