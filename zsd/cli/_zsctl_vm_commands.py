@@ -176,6 +176,14 @@ def cmd_vm_migrate(args: argparse.Namespace, api: Api, console: Console) -> int:
     return _finish(args, api, console, api.vms.MigrateVm(request, timeout=api.timeout), compute_pb2.Vm)
 
 
+def cmd_vm_evacuate(args: argparse.Namespace, api: Api, console: Console) -> int:
+    host = args.host if args.host.startswith("hosts/") else f"hosts/{args.host}"
+    request = compute_pb2.EvacuateHostRequest(host=host, request_id=args.request_id or str(uuid.uuid4()))
+    return _finish(
+        args, api, console, api.vms.EvacuateHost(request, timeout=api.timeout), compute_pb2.EvacuateHostResult
+    )
+
+
 def _power(call: str) -> Callable[[argparse.Namespace, Api, Console], int]:
     requests = {
         "StartVm": compute_pb2.StartVmRequest,
@@ -272,6 +280,11 @@ def add_vm_noun(noun: NounFactory, operation_options: Callable[[argparse.Argumen
     migrate.add_argument("name", metavar="VM")
     migrate.add_argument("--to", metavar="HOST", help="default: the host placement chooses")
     operation_options(migrate)
+    evacuate = vms.verb(
+        "evacuate", "move every VM off a host (label it maintenance=true first)", cmd_vm_evacuate
+    )
+    evacuate.add_argument("host", metavar="HOST")
+    operation_options(evacuate)
     attach = vms.verb("attach-disk", "attach a volume (hot-plug when running)", cmd_vm_attach_disk)
     attach.add_argument("name", metavar="VM")
     attach.add_argument("disk", type=disk_argument, metavar="POOL/VOLUME[,bus=B,readonly]")

@@ -26,6 +26,14 @@ from zsd.errors import AlreadyExists, ResourceExhausted
 from zsd.v1 import host_pb2, storage_pb2
 
 MiB = 1 << 20
+MAINTENANCE_LABEL = "maintenance"
+"""A host labelled maintenance=true takes no new VMs (EvacuateHost empties it)."""
+
+
+def in_maintenance(labels: dict[str, str]) -> bool:
+    return labels.get(MAINTENANCE_LABEL) == "true"
+
+
 DEFAULT_PLACEMENT = Placement()
 
 
@@ -65,7 +73,9 @@ def candidates(control: ClusterControl, records: Sequence[VmRecord]) -> list[Can
         name = view.entry.name
         host = host_pb2.Host.FromString(view.status) if view.status is not None else None
         why = ""
-        if host is None:
+        if in_maintenance(view.entry.label_dict()):
+            why = "in maintenance"
+        elif host is None:
             why = "has not reported its inventory yet"
         elif view.gossip not in (None, "alive"):
             why = f"gossip says {view.gossip}"

@@ -90,6 +90,11 @@ class VmServiceStub:
                 request_serializer=zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.SerializeToString,
                 response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
                 _registered_method=True)
+        self.EvacuateHost = channel.unary_unary(
+                '/zsd.v1.VmService/EvacuateHost',
+                request_serializer=zsd_dot_v1_dot_compute__pb2.EvacuateHostRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+                _registered_method=True)
         self.AttachDisk = channel.unary_unary(
                 '/zsd.v1.VmService/AttachDisk',
                 request_serializer=zsd_dot_v1_dot_compute__pb2.AttachDiskRequest.SerializeToString,
@@ -205,6 +210,15 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvacuateHost(self, request, context):
+        """Moves every VM off a host, one by one, each where placement would put it (live
+        when running). Runs on that host. Put the host in maintenance first (label
+        maintenance=true) so nothing new lands there. Operation response: EvacuateHostResult.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AttachDisk(self, request, context):
         """Hot-plug on a running VM, a definition change on a stopped one.
         """
@@ -301,6 +315,11 @@ def add_VmServiceServicer_to_server(servicer, server):
             'MigrateVm': grpc.unary_unary_rpc_method_handler(
                     servicer.MigrateVm,
                     request_deserializer=zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
+            ),
+            'EvacuateHost': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvacuateHost,
+                    request_deserializer=zsd_dot_v1_dot_compute__pb2.EvacuateHostRequest.FromString,
                     response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
             ),
             'AttachDisk': grpc.unary_unary_rpc_method_handler(
@@ -630,6 +649,33 @@ class VmService:
             target,
             '/zsd.v1.VmService/MigrateVm',
             zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.SerializeToString,
+            zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvacuateHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.VmService/EvacuateHost',
+            zsd_dot_v1_dot_compute__pb2.EvacuateHostRequest.SerializeToString,
             zsd_dot_v1_dot_operation__pb2.Operation.FromString,
             options,
             channel_credentials,

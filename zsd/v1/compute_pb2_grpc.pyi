@@ -67,6 +67,11 @@ class VmServiceStub:
     and QoS go with it. Cancelling the operation aborts the move (the VM stays).
     Operation response: Vm.
     """
+    EvacuateHost: _grpc.UnaryUnaryMultiCallable[_compute_pb2.EvacuateHostRequest, _operation_pb2.Operation]
+    """Moves every VM off a host, one by one, each where placement would put it (live
+    when running). Runs on that host. Put the host in maintenance first (label
+    maintenance=true) so nothing new lands there. Operation response: EvacuateHostResult.
+    """
     AttachDisk: _grpc.UnaryUnaryMultiCallable[_compute_pb2.AttachDiskRequest, _compute_pb2.Vm]
     """Hot-plug on a running VM, a definition change on a stopped one."""
     DetachDisk: _grpc.UnaryUnaryMultiCallable[_compute_pb2.DetachDiskRequest, _compute_pb2.Vm]
@@ -111,6 +116,11 @@ class VmServiceAsyncStub(VmServiceStub):
     offline when stopped. Its disks must be on storage both hosts see; NICs, disks
     and QoS go with it. Cancelling the operation aborts the move (the VM stays).
     Operation response: Vm.
+    """
+    EvacuateHost: _aio.UnaryUnaryMultiCallable[_compute_pb2.EvacuateHostRequest, _operation_pb2.Operation]  # type: ignore[assignment]
+    """Moves every VM off a host, one by one, each where placement would put it (live
+    when running). Runs on that host. Put the host in maintenance first (label
+    maintenance=true) so nothing new lands there. Operation response: EvacuateHostResult.
     """
     AttachDisk: _aio.UnaryUnaryMultiCallable[_compute_pb2.AttachDiskRequest, _compute_pb2.Vm]  # type: ignore[assignment]
     """Hot-plug on a running VM, a definition change on a stopped one."""
@@ -219,6 +229,17 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         offline when stopped. Its disks must be on storage both hosts see; NICs, disks
         and QoS go with it. Cancelling the operation aborts the move (the VM stays).
         Operation response: Vm.
+        """
+
+    @_abc_1.abstractmethod
+    def EvacuateHost(
+        self,
+        request: _compute_pb2.EvacuateHostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operation_pb2.Operation, _abc.Awaitable[_operation_pb2.Operation]]:
+        """Moves every VM off a host, one by one, each where placement would put it (live
+        when running). Runs on that host. Put the host in maintenance first (label
+        maintenance=true) so nothing new lands there. Operation response: EvacuateHostResult.
         """
 
     @_abc_1.abstractmethod

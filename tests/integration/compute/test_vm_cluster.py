@@ -172,6 +172,20 @@ def test_placement_routing_and_refusal(
     assert refused.returncode != 0 and "SAME_HOST" in refused.stderr
     ok(dc, "h1", "vm", "detach-disk", name, "shared/extra")
 
+    # Maintenance: h1 takes nothing new, and evacuation moves its VMs to h2.
+    ok(dc, "h2", "host", "label", "h1", "maintenance=true")
+    placed = data(
+        dc, "h1", "vm", "create", "a3", "--image", "shared/guest", "--memory", "64M", "--graphics", "none"
+    )
+    assert placed["host"] == "hosts/h2"
+    result = data(dc, "h2", "vm", "evacuate", "h1")
+    assert result.get("left", {}) == {} and set(result["moved"].values()) == {"hosts/h2"}
+    assert {v["host"] for v in data(dc, "h1", "vm", "list")} == {"hosts/h2"}
+    ok(dc, "h2", "host", "label", "h1", "maintenance-")
+    stopped = data(dc, "h1", "vm", "stop", "a3", "--force")
+    assert stopped["state"] == "STOPPED"
+    ok(dc, "h1", "vm", "delete", "a3", "--volumes")
+
     # Stop and delete through the other host; the name is free again at once.
     stopped = data(dc, "h1", "vm", "stop", name, "--force")
     assert stopped["state"] == "STOPPED"

@@ -22,7 +22,7 @@ from zsd.api.names import host_id
 from zsd.api.names import request_id as check_request_id
 from zsd.api.opstart import start_operation
 from zsd.api.router import FORWARDED
-from zsd.api.vmcluster import METHOD, PLACED, ClusterVms, metadata_has
+from zsd.api.vmcluster import METHOD, PLACED, ClusterVms, Destination, metadata_has
 from zsd.cluster.operations import OperationRegistry, Progress
 from zsd.compute.hostvms import CreateRequest, HostVms
 from zsd.compute.scheduler import Demand, Scheduler
@@ -348,16 +348,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
                 raise FailedPrecondition(
                     "a cluster of one has no other host to move VMs to", field="host", reason="NOT_A_MEMBER"
                 )
-            status = await self._gw.trio(context, lambda: self._vms.vms.status(name))
-            local = [d.volume for d in status.spec.disks if d.volume.split("/", 1)[0] == DEFAULT_POOL]
-            if local:
-                raise FailedPrecondition(
-                    f"VM {name} has disks on this host's own pool ({', '.join(local)}); "
-                    "only VMs on shared pools can move",
-                    field="name",
-                    reason="LOCAL_STORAGE",
-                )
-            target = await self._gw.trio_sync(lambda: cluster.destination(name, dest))
+            target = await self._gw.trio(context, lambda: self._movable(cluster, name, dest))
 
             dest = target.host
 
@@ -381,6 +372,63 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
             )
 
         return await self._gw.handle(context, run, request)
+
+    async def EvacuateHost(
+        self, request: compute_pb2.EvacuateHostRequest, context: Ctx
+    ) -> operation_pb2.Operation:
+        async def run(req: compute_pb2.EvacuateHostRequest) -> operation_pb2.Operation:
+            host = host_id(req.host, field="host")
+            cluster = self._cluster
+            if cluster is None:
+                raise FailedPrecondition(
+                    "a cluster of one has no other host to move VMs to", field="host", reason="NOT_A_MEMBER"
+                )
+            if host not in ("-", self._host) and not metadata_has(context, FORWARDED):
+                return await cluster.forward(
+                    context, host, "EvacuateHost", req, operation_pb2.Operation.FromString
+                )
+
+            async def job(progress: Progress) -> compute_pb2.EvacuateHostResult:
+                names = cluster.evacuation_order()
+                moved: dict[str, str] = {}
+                left: dict[str, str] = {}
+                for i, name in enumerate(names):
+                    progress(int(100 * i / max(len(names), 1)), f"moving {name}")
+                    try:
+                        target = await self._movable(cluster, name)
+                        await self._vms.vms.migrate(
+                            name,
+                            dest_uri=target.uri,
+                            dest_address=target.address,
+                            dest_console_dir=target.console_dir,
+                            shared_storage=True,
+                        )
+                    except ZsdError as e:
+                        # One VM that cannot move does not keep the others here.
+                        left[f"vms/{name}"] = str(e)
+                        continue
+                    await cluster.wait_owner(name, target.host, timeout=RELEASE_TIMEOUT)
+                    moved[f"vms/{name}"] = f"hosts/{target.host}"
+                return compute_pb2.EvacuateHostResult(moved=moved, left=left)
+
+            return await self._operation(
+                verb="EvacuateHost", target=f"hosts/{self._host}", request_id=req.request_id, job=job
+            )
+
+        return await self._gw.handle(context, run, request)
+
+    async def _movable(self, cluster: ClusterVms, name: str, host: str = "") -> Destination:
+        """(trio side) Where VM ``name`` can go, or why it cannot move at all."""
+        status = await self._vms.vms.status(name)
+        local = [d.volume for d in status.spec.disks if d.volume.split("/", 1)[0] == DEFAULT_POOL]
+        if local:
+            raise FailedPrecondition(
+                f"VM {name} has disks on this host's own pool ({', '.join(local)}); "
+                "only VMs on shared pools can move",
+                field="name",
+                reason="LOCAL_STORAGE",
+            )
+        return cluster.destination(name, host)
 
     # -- devices -----------------------------------------------------------------
 
