@@ -350,11 +350,16 @@ class LocalVms:
 
         return await self._redefine(name, change)
 
-    async def _device_change(self, name: str, spec: VmSpec, device_xml: str, *, attach: bool) -> VmStatus:
+    async def _device_change(
+        self, name: str, change: Callable[[VmStatus], tuple[VmSpec, str]], *, attach: bool
+    ) -> VmStatus:
         """Hot-plug/unplug on a running VM (live + persistent), plain redefine otherwise;
-        the metadata follows in the same step, so it always describes the devices."""
+        the metadata follows in the same step, so it always describes the devices.
+        ``change(status) -> (new spec, device XML)`` runs under the VM's lock, so two
+        concurrent changes never compute from the same old spec."""
         async with self._lock(name):
             status = await self.status(name)
+            spec, device_xml = change(status)
             generation = status.generation + 1
             facts = metadata.metadata_xml(metadata.VmFacts(spec=spec, generation=generation))
             live = status.state in ("running", "paused")
@@ -385,24 +390,27 @@ class LocalVms:
         return ET.tostring(root[0], encoding="unicode")
 
     async def attach_disk(self, name: str, disk: DiskSpec) -> VmStatus:
-        status = await self.status(name)
-        validate_disk(disk, prefix="disk", machine=status.spec.machine)
-        if any(d.path == disk.path for d in status.spec.disks):
-            raise AlreadyExists(
-                f"{disk.path} is already attached to VM {name}", field="disk.path", reason="DISK_ATTACHED"
-            )
-        if not Path(disk.path).exists():
-            raise NotFound(
-                f"volume file {disk.path} does not exist", field="disk.path", reason="VOLUME_NOT_FOUND"
-            )
-        spec = validate(status.spec.with_disks(designer.assign_targets((*status.spec.disks, disk))))
-        return await self._device_change(name, spec, self._disk_xml(spec.disks[-1]), attach=True)
+        def change(status: VmStatus) -> tuple[VmSpec, str]:
+            validate_disk(disk, prefix="disk", machine=status.spec.machine)
+            if any(d.path == disk.path for d in status.spec.disks):
+                raise AlreadyExists(
+                    f"{disk.path} is already attached to VM {name}", field="disk.path", reason="DISK_ATTACHED"
+                )
+            if not Path(disk.path).exists():
+                raise NotFound(
+                    f"volume file {disk.path} does not exist", field="disk.path", reason="VOLUME_NOT_FOUND"
+                )
+            spec = validate(status.spec.with_disks(designer.assign_targets((*status.spec.disks, disk))))
+            return spec, self._disk_xml(spec.disks[-1])
+
+        return await self._device_change(name, change, attach=True)
 
     async def detach_disk(self, name: str, path: str) -> VmStatus:
-        status = await self.status(name)
-        device = self._disk_xml(self._attached(status, path))
-        spec = status.spec.with_disks(tuple(d for d in status.spec.disks if d.path != path))
-        return await self._device_change(name, spec, device, attach=False)
+        def change(status: VmStatus) -> tuple[VmSpec, str]:
+            device = self._disk_xml(self._attached(status, path))
+            return status.spec.with_disks(tuple(d for d in status.spec.disks if d.path != path)), device
+
+        return await self._device_change(name, change, attach=False)
 
     @staticmethod
     def _nic_xml(nic: NicSpec) -> str:
@@ -411,29 +419,38 @@ class LocalVms:
         return ET.tostring(root[0], encoding="unicode")
 
     async def attach_nic(self, name: str, nic: NicSpec) -> VmStatus:
-        status = await self.status(name)
         validate_nic(nic, prefix="nic")
-        if any(n.mac == nic.mac for n in status.spec.nics):
-            raise AlreadyExists(
-                f"VM {name} already has a NIC {nic.mac}", field="nic.mac", reason="NIC_EXISTS"
-            )
-        spec = validate(status.spec.with_nics((*status.spec.nics, nic)))
-        return await self._device_change(name, spec, self._nic_xml(nic), attach=True)
+
+        def change(status: VmStatus) -> tuple[VmSpec, str]:
+            if any(n.mac == nic.mac for n in status.spec.nics):
+                raise AlreadyExists(
+                    f"VM {name} already has a NIC {nic.mac}", field="nic.mac", reason="NIC_EXISTS"
+                )
+            return validate(status.spec.with_nics((*status.spec.nics, nic))), self._nic_xml(nic)
+
+        return await self._device_change(name, change, attach=True)
 
     async def detach_nic(self, name: str, mac: str) -> VmStatus:
-        status = await self.status(name)
-        nic = next((n for n in status.spec.nics if n.mac == mac), None)
-        if nic is None:
-            raise NotFound(f"VM {name} has no NIC {mac}", field="mac", reason="NIC_NOT_FOUND")
-        spec = status.spec.with_nics(tuple(n for n in status.spec.nics if n.mac != mac))
-        return await self._device_change(name, spec, self._nic_xml(nic), attach=False)
+        def change(status: VmStatus) -> tuple[VmSpec, str]:
+            nic = next((n for n in status.spec.nics if n.mac == mac), None)
+            if nic is None:
+                raise NotFound(f"VM {name} has no NIC {mac}", field="mac", reason="NIC_NOT_FOUND")
+            return status.spec.with_nics(tuple(n for n in status.spec.nics if n.mac != mac)), self._nic_xml(
+                nic
+            )
+
+        return await self._device_change(name, change, attach=False)
 
     async def set_qos(self, name: str, path: str, qos: Qos) -> VmStatus:
         """New limits for one disk, live on a running VM (QEMU throttles at once) and in
         the definition. Limits not set are cleared (0 = unlimited)."""
+        storage_validate.qos(qos, field="qos")
+        async with self._lock(name):
+            return await self._set_qos(name, path, qos)
+
+    async def _set_qos(self, name: str, path: str, qos: Qos) -> VmStatus:
         status = await self.status(name)
         target = self._attached(status, path).target
-        storage_validate.qos(qos, field="qos")
         spec = status.spec.with_disks(
             tuple(replace(d, qos=qos) if d.path == path else d for d in status.spec.disks)
         )
@@ -453,8 +470,7 @@ class LocalVms:
                 libvirt.VIR_DOMAIN_METADATA_ELEMENT, facts, metadata.PREFIX, metadata.NAMESPACE, flags
             )
 
-        async with self._lock(name):
-            await self._hv.call(f"setting QoS of {target} on VM {name}", apply)
+        await self._hv.call(f"setting QoS of {target} on VM {name}", apply)
         return await self.status(name)
 
     async def live_iotune(self, name: str, path: str) -> dict[str, int]:

@@ -1,8 +1,11 @@
-"""VmService: the VMs of the serving host (create, power, devices, console).
+"""VmService: VMs (create, power, devices, console, migration, evacuation).
 
-Thin: decode → ``HostVms``/``LocalVms`` on the trio side → encode. Create, stop and
-delete run as Operations (they take seconds: a clone, a guest's ACPI shutdown);
-a repeated request_id returns the operation it started.
+Thin: decode → ``HostVms``/``LocalVms`` on the trio side → encode. Create, stop,
+delete, migrate and evacuate run as Operations (they take seconds: a clone, a
+guest's ACPI shutdown, a memory copy); a repeated request_id returns the operation
+it started. On a cluster member CreateVm is placed by the leader and every other
+call about a VM runs on the VM's host (``ClusterVms``); in the embedded cluster of
+one everything runs here.
 """
 
 from __future__ import annotations
