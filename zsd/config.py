@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zsd.compute.settings import STRATEGIES, Placement
+from zsd.compute.settings import STRATEGIES, PlacementSettings
 from zsd.errors import ConfigError
 from zsd.paths import Paths
 
@@ -72,7 +72,7 @@ class Config:
     auto_init: bool = False
     # How often every pool is checked again (marker, mount) and its state updated (seconds).
     storage_check_interval: float = 30.0
-    placement: Placement = field(default_factory=Placement)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
     source: tuple[str, ...] = field(default=())
 
 
@@ -334,7 +334,7 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         gossip_port=v["cluster.gossip_port"],
         auto_init=v["cluster.auto_init"],
         storage_check_interval=v["storage.check_interval"],
-        placement=Placement(
+        placement=PlacementSettings(
             cpu_overcommit=v["compute.cpu_overcommit"],
             memory_overcommit=v["compute.memory_overcommit"],
             strategy=v["compute.placement"],

@@ -65,7 +65,7 @@ from zsd.cluster.swim.member import Address, Capacity, HostMeta
 from zsd.compute import janitor
 from zsd.compute.hostvms import HostVms
 from zsd.compute.scheduler import Scheduler
-from zsd.compute.settings import Placement
+from zsd.compute.settings import PlacementSettings
 from zsd.compute.setup import run_compute
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
@@ -122,7 +122,7 @@ class _Core:
     tls: PeerTls | None = None
     compute: host_pb2.HostCompute | None = None
     """Where peers send VMs to this host (its migration URI, console log directory)."""
-    placement: Placement = field(default_factory=Placement)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
     peer_port: str = ""
     """The port every member's API listens on (peers reach each other there)."""
 

@@ -5,7 +5,7 @@ to one named host, or to each of the others until one has the answer."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import grpc
@@ -87,6 +87,23 @@ class Peers:
         except grpc.aio.AioRpcError as e:
             raise translate(e, host) from e
         return response
+
+    async def stream(
+        self, host: str, method: str, request: Message, response_type: Callable[[bytes], Resp]
+    ) -> AsyncIterator[Resp]:
+        """A server-streaming call on ``host``, item by item, until it ends or the caller stops."""
+        target = await self.target(host)
+        stub = self.channel(target).unary_stream(
+            method, request_serializer=_serialize, response_deserializer=response_type
+        )
+        call = stub(request, metadata=((FORWARDED, "1"),))
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as e:
+            raise translate(e, host) from e
+        finally:
+            call.cancel()
 
     async def first(
         self, method: str, request: Message, response_type: Callable[[bytes], Resp], *, timeout: float | None

@@ -17,7 +17,7 @@ from google.protobuf import empty_pb2
 
 from zsd.api import storageconv
 from zsd.api.gateway import Gateway
-from zsd.api.router import FORWARDED, Router
+from zsd.api.router import Router, forwarded
 from zsd.cluster.control import ClusterControl
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import clusterpools
@@ -29,10 +29,6 @@ Ctx = grpc.aio.ServicerContext[object, object]
 _METHOD = "/zsd.v1.StorageService/"
 _REFUSALS = (AlreadyExists, InvalidArgument, FailedPrecondition, NotFound)
 """Answers after which the leader certainly committed nothing."""
-
-
-def forwarded(context: Ctx) -> bool:
-    return any(k == FORWARDED for k, _ in context.invocation_metadata() or ())
 
 
 class ClusterPools:

@@ -39,6 +39,15 @@ DEFAULT_DEADLINE = 30.0
 _CATCH_UP = 2.0
 
 
+def has_metadata(context: Ctx, key: str) -> bool:
+    return any(k == key for k, _ in context.invocation_metadata() or ())
+
+
+def forwarded(context: Ctx) -> bool:
+    """Whether another member sent this call here (so it runs here, never further)."""
+    return has_metadata(context, FORWARDED)
+
+
 class Message(Protocol):
     def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
 
@@ -84,7 +93,7 @@ class Router:
         local: Callable[[], Awaitable[tuple[Resp, int]]],
     ) -> Resp:
         """``local`` runs the call here (on the leader) and returns (response, revision)."""
-        forwarded = any(k == FORWARDED for k, _ in (context.invocation_metadata() or ()))
+        was_forwarded = forwarded(context)
         remaining = context.time_remaining()
         deadline = self._clock() + (remaining if remaining is not None else DEFAULT_DEADLINE)
         attempt = 0
@@ -94,7 +103,7 @@ class Router:
                 if view.leading:
                     response, revision = await _run_local(local)
                 else:
-                    target = _forward_target(view, forwarded=forwarded)
+                    target = _forward_target(view, forwarded=was_forwarded)
                     response, revision = await self._forward(
                         target, method, request, response_type, deadline - self._clock()
                     )
@@ -104,7 +113,7 @@ class Router:
                 return response
             except Unavailable as e:
                 attempt += 1
-                if forwarded or self._clock() + self._retry >= deadline:
+                if was_forwarded or self._clock() + self._retry >= deadline:
                     if attempt > 1:
                         raise DeadlineExceeded(
                             f"no leader accepted the call before its deadline "

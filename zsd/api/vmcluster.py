@@ -24,13 +24,13 @@ import trio
 from google.protobuf.message import Message
 
 from zsd.api.gateway import Gateway
-from zsd.api.peers import Peers, translate
-from zsd.api.router import FORWARDED, Router
+from zsd.api.peers import Peers
+from zsd.api.router import Router
 from zsd.cluster.control import ClusterControl
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, candidates, choose
-from zsd.compute.settings import Placement
-from zsd.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, choose, hosts
+from zsd.compute.settings import PlacementSettings
+from zsd.errors import FailedPrecondition, InvalidArgument, NotFound, ZsdError
 from zsd.v1 import compute_pb2, host_pb2
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ class Destination:
     console_dir: Path
 
 
-def metadata_has(context: Ctx, key: str) -> bool:
-    return any(k == key for k, _ in context.invocation_metadata() or ())
-
-
 class ClusterVms:
     def __init__(
         self,
@@ -64,7 +60,7 @@ class ClusterVms:
         control: ClusterControl,
         router: Router,
         peers: Peers,
-        placement: Placement = DEFAULT_PLACEMENT,
+        placement: PlacementSettings = DEFAULT_PLACEMENT,
     ) -> None:
         self._gw = gateway
         self._placement = placement
@@ -113,15 +109,12 @@ class ClusterVms:
             uid=record.uid,
             vcpus=record.vcpus,
             memory_mib=record.memory_mib,
+            group=record.group,
             pools=frozenset(record.pools),
             pinned=host,
         )
-        hosts = [
-            c
-            for c in candidates(self._control, others)
-            if c.name != record.host and (not host or c.name == host)
-        ]
-        host = choose(demand, hosts, self._placement)
+        elsewhere = [h for h in hosts(self._control, others) if h.name != record.host]
+        host = choose(demand, elsewhere, others, self._placement)
         view = self._control.host_view(host)
         assert view.status is not None  # choose refused a host without a report
         compute = host_pb2.Host.FromString(view.status).compute
@@ -169,56 +162,41 @@ class ClusterVms:
     async def forward_stream(
         self, host: str, method: str, request: Message, response_type: Callable[[bytes], Resp]
     ) -> AsyncIterator[Resp]:
-        target = await self.peers.target(host)
-        stub = self.peers.channel(target).unary_stream(
-            METHOD + method, request_serializer=_serialize, response_deserializer=response_type
-        )
-        call = stub(request, metadata=((FORWARDED, "1"),))
-        try:
-            async for item in call:
-                yield item
-        except grpc.aio.AioRpcError as e:
-            raise translate(e, host) from e
-        finally:
-            call.cancel()
+        async for item in self.peers.stream(host, METHOD + method, request, response_type):
+            yield item
 
     async def list_all(self, local: Callable[[], Awaitable[list[compute_pb2.Vm]]]) -> list[compute_pb2.Vm]:
         """Every VM of the cluster: each host's own list, plus records for hosts that
         did not answer (host set, state unknown)."""
         records = await self._gw.trio_sync(self._records)
-        targets = await self.peers.targets()
-        hosts = sorted({r.host for r in records} | {self.host})
+        owners = sorted({r.host for r in records} | {self.host})
         answers: dict[str, list[compute_pb2.Vm]] = {}
 
         async def ask(host: str) -> None:
+            if host == self.host:
+                answers[host] = await local()
+                return
+            vms: list[compute_pb2.Vm] = []
+            token = ""
             try:
-                if host == self.host:
-                    answers[host] = await local()
-                    return
-                if host not in targets:
-                    return
-                stub = self.peers.channel(targets[host]).unary_unary(
-                    METHOD + "ListVms",
-                    request_serializer=_serialize,
-                    response_deserializer=compute_pb2.ListVmsResponse.FromString,
-                )
-                vms: list[compute_pb2.Vm] = []
-                token = ""
                 while True:
-                    response = await stub(
+                    response = await self.peers.call(
+                        host,
+                        METHOD + "ListVms",
                         compute_pb2.ListVmsRequest(page_token=token, page_size=1000),
+                        compute_pb2.ListVmsResponse.FromString,
                         timeout=_LIST_TIMEOUT,
-                        metadata=((FORWARDED, "1"),),
                     )
                     vms.extend(response.vms)
                     token = response.next_page_token
                     if not token:
                         break
-                answers[host] = vms
-            except (grpc.aio.AioRpcError, Unavailable) as e:
+            except ZsdError as e:
                 log.info("VM list: host %s did not answer (%s)", host, e)
+                return
+            answers[host] = vms
 
-        await asyncio.gather(*(ask(h) for h in hosts))
+        await asyncio.gather(*(ask(h) for h in owners))
         out: dict[str, compute_pb2.Vm] = {}
         for record in records:
             listed = [v for v in answers.get(record.host, []) if v.uid == record.uid]
@@ -240,7 +218,3 @@ class ClusterVms:
             for vm in vms:
                 out.setdefault(vm.name.removeprefix("vms/"), vm)
         return list(out.values())
-
-
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()

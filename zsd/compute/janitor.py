@@ -39,28 +39,25 @@ class Fix:
     """The host that now reports the VM (a migration or restart elsewhere); "" = gone."""
 
 
-def _reported(cache: StateCache) -> dict[str, list[str]]:
-    """VM uid -> the hosts whose latest report lists it."""
-    out: dict[str, list[str]] = {}
-    for raw in cache.list(KIND_HOST_STATUS):
-        for vm in host_pb2.Host.FromString(raw.data).vms:
-            if vm.uid:
-                out.setdefault(vm.uid, []).append(raw.name)
-    return out
-
-
 def stale(cache: StateCache, *, now: float, grace: float = GRACE) -> list[Fix]:
     """Records their host's latest report disowns: moved where exactly one other
     host reports the VM, removed where none does (once past ``grace``)."""
-    reported = _reported(cache)
+    # Each report decoded once: host -> (its revision, the VMs it lists).
+    reports = {
+        r.name: (r.revision, host_pb2.Host.FromString(r.data).vms) for r in cache.list(KIND_HOST_STATUS)
+    }
+    reported: dict[str, list[str]] = {}
+    for name, (_, vms) in reports.items():
+        for vm in vms:
+            if vm.uid:
+                reported.setdefault(vm.uid, []).append(name)
     out = []
     for raw in cache.list(KIND_VM):
         record = VmRecord.decode(raw.data)
-        report = cache.get(KIND_HOST_STATUS, record.host)
-        if report is None or report.revision <= raw.revision:
+        report = reports.get(record.host)
+        if report is None or report[0] <= raw.revision:
             continue
-        host = host_pb2.Host.FromString(report.data)
-        if any(v.uid == record.uid or (v.creating and v.vm == f"vms/{record.name}") for v in host.vms):
+        if any(v.uid == record.uid or (v.creating and v.vm == f"vms/{record.name}") for v in report[1]):
             continue
         elsewhere = [h for h in reported.get(record.uid, []) if h != record.host]
         if len(elsewhere) == 1:

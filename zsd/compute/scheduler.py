@@ -5,7 +5,8 @@ the ``vm`` record that makes it binding.
 Capacity is counted from the records (what the leader has promised), not from
 what hosts report running, so two creates placed one after the other always see
 each other, even before either VM exists. The leader serializes placements (one
-lock), so parallel creates never break a rule.
+lock), so parallel creates never break a rule. The decision itself is the
+placement engine's (``zsd.compute.placement``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from zsd.cluster.control import ClusterControl
 from zsd.cluster.hostctl import fingerprint
 from zsd.cluster.lease.authority import HostStatus
 from zsd.cluster.store import Create
+from zsd.compute.placement.engine import Engine
+from zsd.compute.placement.model import HostState, Placement, VmDemand
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.compute.settings import Placement
-from zsd.errors import AlreadyExists, ResourceExhausted
+from zsd.compute.settings import PlacementSettings
+from zsd.errors import AlreadyExists, NotFound
 from zsd.v1 import host_pb2, storage_pb2
 
 MiB = 1 << 20
@@ -34,7 +37,7 @@ def in_maintenance(labels: dict[str, str]) -> bool:
     return labels.get(MAINTENANCE_LABEL) == "true"
 
 
-DEFAULT_PLACEMENT = Placement()
+DEFAULT_PLACEMENT = PlacementSettings()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,91 +50,80 @@ class Demand:
     pools: frozenset[str] = frozenset()
     """Cluster pools the VM's disks are on (each must be active on the host)."""
     pinned: str = ""
-    """A host the VM must run on (its disks are on that host's own storage)."""
+    """A host the VM must run on (its disks are on that host's own storage, or asked for)."""
     ha: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Candidate:
-    name: str
-    usable: str
-    """"" when the host can take VMs at all, else why not."""
-    cpus: int
-    memory_mib: int
-    used_vcpus: int
-    used_memory_mib: int
-    pools: frozenset[str]
-
-
-def candidates(control: ClusterControl, records: Sequence[VmRecord]) -> list[Candidate]:
+def hosts(control: ClusterControl, records: Sequence[VmRecord]) -> list[HostState]:
+    """Every member as placement sees it: liveness from gossip and sanlock, capacity
+    from its own report, usage from the records (what the leader has promised)."""
     used: dict[str, tuple[int, int]] = {}
     for r in records:
         cpu, mem = used.get(r.host, (0, 0))
         used[r.host] = (cpu + r.vcpus, mem + r.memory_mib)
     out = []
     for view in control.host_views():
-        name = view.entry.name
-        host = host_pb2.Host.FromString(view.status) if view.status is not None else None
-        why = ""
-        if in_maintenance(view.entry.label_dict()):
-            why = "in maintenance"
-        elif host is None:
-            why = "has not reported its inventory yet"
-        elif view.gossip not in (None, "alive"):
-            why = f"gossip says {view.gossip}"
-        elif view.lease not in (None, HostStatus.LIVE):
-            why = f"its sanlock lease is {view.lease.value if view.lease else 'unknown'}"
-        elif host.state not in (host_pb2.Host.READY, host_pb2.Host.DEGRADED):
-            why = "is not serving"
-        pools = frozenset(
-            p.pool.removeprefix("pools/")
-            for p in (host.pools if host is not None else ())
-            if p.state == storage_pb2.Pool.ACTIVE
-        )
-        cpu, mem = used.get(name, (0, 0))
+        report = host_pb2.Host.FromString(view.status) if view.status is not None else None
+        down = ""
+        if report is None:
+            down = "has not reported its inventory yet"
+        elif report.state not in (host_pb2.Host.READY, host_pb2.Host.DEGRADED):
+            down = "is not serving"
+        cpu, mem = used.get(view.entry.name, (0, 0))
         out.append(
-            Candidate(
-                name=name,
-                usable=why,
-                cpus=host.cpu.count if host is not None else 0,
-                memory_mib=host.memory.total_bytes // MiB if host is not None else 0,
+            HostState(
+                name=view.entry.name,
+                down=down,
+                alive=view.gossip in (None, "alive"),
+                lease_live=view.lease in (None, HostStatus.LIVE),
+                maintenance=in_maintenance(view.entry.label_dict()),
+                cpus=report.cpu.count if report is not None else 0,
+                memory_mib=report.memory.total_bytes // MiB if report is not None else 0,
                 used_vcpus=cpu,
                 used_memory_mib=mem,
-                pools=pools,
+                pools=frozenset(
+                    p.pool.removeprefix("pools/")
+                    for p in (report.pools if report is not None else ())
+                    if p.state == storage_pb2.Pool.ACTIVE
+                ),
             )
         )
     return out
 
 
-def choose(demand: Demand, hosts: Sequence[Candidate], settings: Placement = DEFAULT_PLACEMENT) -> str:
-    """The host for ``demand``: filters (each rejection with its reason), then
-    weighing by free memory (most with spread, least with pack)."""
-    reasons: dict[str, str] = {}
-    fit: list[tuple[float, str]] = []
-    for h in hosts:
-        why = h.usable
-        if not why and demand.pinned and h.name != demand.pinned:
-            why = f"the VM's disks are on {demand.pinned}'s own storage"
-        if not why and not demand.pools <= h.pools:
-            why = f"pool(s) {', '.join(sorted(demand.pools - h.pools))} not active there"
-        free_cpu = int(h.cpus * settings.cpu_overcommit) - h.used_vcpus
-        free_mem = int(h.memory_mib * settings.memory_overcommit) - h.used_memory_mib
-        if not why and free_cpu < demand.vcpus:
-            why = f"{free_cpu} vCPUs free (needs {demand.vcpus})"
-        if not why and free_mem < demand.memory_mib:
-            why = f"{free_mem} MiB free (needs {demand.memory_mib})"
-        if why:
-            reasons[h.name] = why
-        else:
-            fit.append((free_mem / max(h.memory_mib, 1), h.name))
-    if not fit:
-        detail = "; ".join(f"{n}: {w}" for n, w in sorted(reasons.items())) or "the cluster has no hosts"
-        raise ResourceExhausted(
-            f"no host can run VM {demand.name}: {detail}", reason="NO_VALID_HOST", metadata=reasons
+def choose(
+    demand: Demand,
+    candidates: Sequence[HostState],
+    records: Sequence[VmRecord] = (),
+    settings: PlacementSettings = DEFAULT_PLACEMENT,
+) -> str:
+    """The host for ``demand`` among ``candidates`` (the placement engine's filters,
+    each rejection with its reason, then its weighing); ``records``: the VMs already
+    placed (their hosts' usage is in ``candidates``; these feed the groups)."""
+    if demand.pinned:
+        pinned = [h for h in candidates if h.name == demand.pinned]
+        if not pinned:
+            raise NotFound(f"hosts/{demand.pinned} is not a member of this cluster", field="host")
+        candidates = pinned
+    engine = Engine(
+        hosts=candidates,
+        placements={
+            r.name: Placement(host=r.host, group=r.group, vcpus=r.vcpus, memory_mib=r.memory_mib)
+            for r in records
+        },
+        overcommit=settings.overcommit,
+        strategy=settings.strategy,
+    )
+    decision = engine.place(
+        VmDemand(
+            name=demand.name,
+            vcpus=demand.vcpus,
+            memory_mib=demand.memory_mib,
+            pools=demand.pools,
+            group=demand.group,
         )
-    if settings.strategy == "pack":
-        return min(fit, key=lambda x: (x[0], x[1]))[1]
-    return max(fit, key=lambda x: (x[0], x[1]))[1]
+    )
+    return decision.host
 
 
 class Scheduler:
@@ -140,7 +132,7 @@ class Scheduler:
     def __init__(
         self,
         control: ClusterControl,
-        settings: Placement = DEFAULT_PLACEMENT,
+        settings: PlacementSettings = DEFAULT_PLACEMENT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._control = control
@@ -164,7 +156,7 @@ class Scheduler:
                     reason="VM_EXISTS",
                 )
             records = [VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM)]
-            host = choose(demand, candidates(self._control, records), self._settings)
+            host = choose(demand, hosts(self._control, records), records, self._settings)
             record = VmRecord(
                 name=demand.name,
                 uid=demand.uid,

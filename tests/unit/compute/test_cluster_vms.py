@@ -9,10 +9,11 @@ from zsd.cluster.records import KIND_HOST_STATUS
 from zsd.cluster.store.cache import StateCache
 from zsd.cluster.store.model import Change, ChangeSet, Op
 from zsd.compute.janitor import stale
+from zsd.compute.placement.model import HostState
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.compute.scheduler import Candidate, Demand, choose
-from zsd.compute.settings import Placement
-from zsd.errors import ResourceExhausted
+from zsd.compute.scheduler import Demand, choose
+from zsd.compute.settings import PlacementSettings
+from zsd.errors import AlreadyExists, NotFound, ResourceExhausted
 from zsd.v1 import host_pb2
 
 UID = "6f1c1f0e-0c43-4b8e-9a54-1d7c4f7e2a10"
@@ -20,10 +21,13 @@ UID = "6f1c1f0e-0c43-4b8e-9a54-1d7c4f7e2a10"
 
 def host(
     name: str, *, cpus: int = 8, mem: int = 16384, used_cpu: int = 0, used_mem: int = 0, **kw: object
-) -> Candidate:
-    return Candidate(
+) -> HostState:
+    return HostState(
         name=name,
-        usable=str(kw.get("usable", "")),
+        down=str(kw.get("down", "")),
+        alive=bool(kw.get("alive", True)),
+        lease_live=bool(kw.get("lease_live", True)),
+        maintenance=bool(kw.get("maintenance", False)),
         cpus=cpus,
         memory_mib=mem,
         used_vcpus=used_cpu,
@@ -51,21 +55,27 @@ def test_spread_takes_the_host_with_the_most_free_memory() -> None:
 
 def test_every_rejected_host_says_why() -> None:
     hosts = [
-        host("h1", usable="gossip says dead"),
+        host("h0", down="has not reported its inventory yet"),
+        host("h1", alive=False),
         host("h2", pools=()),
         host("h3", cpus=1, used_cpu=3),
         host("h4", mem=2048, used_mem=1500),
+        host("h5", maintenance=True),
+        host("h6", lease_live=False),
     ]
     with pytest.raises(ResourceExhausted) as refused:
         choose(demand(), hosts)
     assert refused.value.reason == "NO_VALID_HOST"
     assert dict(refused.value.metadata) == {
-        "h1": "gossip says dead",
-        "h2": "pool(s) shared not active there",
-        "h3": "1 vCPUs free (needs 2)",
-        "h4": "548 MiB free (needs 1024)",
+        "h0": "has not reported its inventory yet",
+        "h1": "not alive",
+        "h2": "cannot reach pool(s) shared",
+        "h3": "1 vCPUs free of 4 (needs 2)",
+        "h4": "548 MiB free of 2048 (needs 1024)",
+        "h5": "in maintenance",
+        "h6": "sanlock lease not live",
     }
-    assert "h3: 1 vCPUs free (needs 2)" in refused.value.message
+    assert "h3: 1 vCPUs free of 4 (needs 2)" in refused.value.message
 
 
 def test_cpu_is_overcommitted_memory_is_not() -> None:
@@ -78,15 +88,25 @@ def test_cpu_is_overcommitted_memory_is_not() -> None:
 def test_a_pinned_vm_only_goes_to_its_host() -> None:
     hosts = [host("h1"), host("h2", used_mem=9000)]
     assert choose(demand(pinned="h2"), hosts) == "h2"
-    with pytest.raises(ResourceExhausted) as refused:
+    with pytest.raises(ResourceExhausted) as full:
+        choose(demand(pinned="h2", memory_mib=8000), hosts)
+    assert set(full.value.metadata) == {"h2"}, "only the pinned host is considered"
+    with pytest.raises(NotFound) as unknown:
         choose(demand(pinned="h9"), hosts)
-    assert "own storage" in refused.value.metadata["h1"]
+    assert unknown.value.field == "host"
 
 
-def test_an_empty_cluster_is_refused_with_a_reason() -> None:
+def test_an_empty_cluster_is_refused() -> None:
     with pytest.raises(ResourceExhausted) as refused:
         choose(demand(), [])
-    assert "no hosts" in refused.value.message
+    assert refused.value.reason == "NO_VALID_HOST"
+
+
+def test_placed_vms_are_known_to_the_engine() -> None:
+    # A VM already placed under the same name is not placed twice.
+    placed = VmRecord(name="vm", uid=UID, host="h1", vcpus=2, memory_mib=1024)
+    with pytest.raises(AlreadyExists):
+        choose(demand(), [host("h1", used_cpu=2, used_mem=1024)], [placed])
 
 
 class Feed:
@@ -156,9 +176,11 @@ def test_a_record_follows_its_vm_to_the_host_that_reports_it() -> None:
 
 def test_pack_fills_the_busiest_host_that_still_fits_and_ratios_are_settings() -> None:
     hosts = [host("h1", used_mem=8000), host("h2", used_mem=1000), host("h3", mem=16384, used_mem=15800)]
-    assert choose(demand(), hosts, Placement(strategy="pack")) == "h1"  # h3 has only 584 MiB left
-    tight = Placement(cpu_overcommit=1.0)
+    pack = PlacementSettings(strategy="pack")
+    assert choose(demand(), hosts, settings=pack) == "h1"  # h3 has only 584 MiB left
+    tight = PlacementSettings(cpu_overcommit=1.0)
     with pytest.raises(ResourceExhausted) as refused:
-        choose(demand(vcpus=9), [host("h1", cpus=8)], tight)
-    assert refused.value.metadata["h1"] == "8 vCPUs free (needs 9)"
-    assert choose(demand(memory_mib=20000), [host("h1")], Placement(memory_overcommit=1.5)) == "h1"
+        choose(demand(vcpus=9), [host("h1", cpus=8)], settings=tight)
+    assert refused.value.metadata["h1"] == "8 vCPUs free of 8 (needs 9)"
+    roomy = PlacementSettings(memory_overcommit=1.5)
+    assert choose(demand(memory_mib=20000), [host("h1")], settings=roomy) == "h1"

@@ -24,8 +24,8 @@ from zsd.api.gateway import Gateway, abort
 from zsd.api.names import host_id
 from zsd.api.names import request_id as check_request_id
 from zsd.api.opstart import start_operation
-from zsd.api.router import FORWARDED
-from zsd.api.vmcluster import METHOD, PLACED, ClusterVms, Destination, metadata_has
+from zsd.api.router import forwarded, has_metadata
+from zsd.api.vmcluster import METHOD, PLACED, ClusterVms, Destination
 from zsd.cluster.operations import OperationRegistry, Progress
 from zsd.compute.hostvms import CreateRequest, HostVms
 from zsd.compute.scheduler import Demand, Scheduler
@@ -70,7 +70,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
     ) -> R | None:
         """The answer of the VM's host when that is another host; None: run it here."""
         cluster = self._cluster
-        if cluster is None or metadata_has(context, FORWARDED):
+        if cluster is None or forwarded(context):
             return None
         host = await cluster.owner(name)
         if host == self._host:
@@ -100,7 +100,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
             async def read() -> list[compute_pb2.Vm]:
                 return [computeconv.vm(s, host=self._host) for s in await self._vms.vms.adopt()]
 
-            if self._cluster is not None and not metadata_has(context, FORWARDED):
+            if self._cluster is not None and not forwarded(context):
                 cluster = self._cluster
                 vms = await cluster.list_all(lambda: self._gw.trio(context, read))
             else:
@@ -126,7 +126,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
 
     async def CreateVm(self, request: compute_pb2.CreateVmRequest, context: Ctx) -> operation_pb2.Operation:
         async def run(req: compute_pb2.CreateVmRequest) -> operation_pb2.Operation:
-            if self._cluster is None or self._scheduler is None or metadata_has(context, PLACED):
+            if self._cluster is None or self._scheduler is None or has_metadata(context, PLACED):
                 if req.host and host_id(req.host, field="host") not in ("-", self._host):
                     raise FailedPrecondition(
                         f"this is a cluster of one: VMs run on {self._host}",
@@ -144,7 +144,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
         req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
         if req.host:
             host_id(req.host, field="host")
-        elif not metadata_has(context, FORWARDED) and _on_own_storage(req):
+        elif not forwarded(context) and _on_own_storage(req):
             req.host = f"hosts/{self._host}"
         create = computeconv.create_request(req)
         validate(replace(create.spec, disks=()))  # refused here, before the leader is asked
@@ -386,7 +386,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
                 raise FailedPrecondition(
                     "a cluster of one has no other host to move VMs to", field="host", reason="NOT_A_MEMBER"
                 )
-            if host not in ("-", self._host) and not metadata_has(context, FORWARDED):
+            if host not in ("-", self._host) and not forwarded(context):
                 return await cluster.forward(
                     context, host, "EvacuateHost", req, operation_pb2.Operation.FromString
                 )
@@ -502,7 +502,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
         try:
             name = computeconv.vm_id(request.name)
             cluster = self._cluster
-            if cluster is not None and not metadata_has(context, FORWARDED):
+            if cluster is not None and not forwarded(context):
                 host = await cluster.owner(name)
                 if host != self._host:
                     async for item in cluster.forward_stream(

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from zsd.api import convert, names, paging
 from zsd.api.gateway import Gateway
 from zsd.api.peers import Peers
-from zsd.api.router import FORWARDED
+from zsd.api.router import forwarded
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.operations import OperationRegistry, OperationView, OpState
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -58,7 +58,7 @@ class OperationService(operation_pb2_grpc.OperationServiceServicer):
         self, context: Ctx, method: str, request: Message, error: NotFound, timeout: float | None = None
     ) -> operation_pb2.Operation:
         """The answer of the member that runs the operation; ``error`` if none does."""
-        if self._peers is None or any(k == FORWARDED for k, _ in context.invocation_metadata() or ()):
+        if self._peers is None or forwarded(context):
             raise error
         found = await self._peers.first(
             "/zsd.v1.OperationService/" + method,

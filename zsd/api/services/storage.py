@@ -17,8 +17,8 @@ from google.protobuf import empty_pb2
 from zsd.api import paging, storageconv, storagenames
 from zsd.api.gateway import Gateway
 from zsd.api.opstart import start_operation
-from zsd.api.poolcluster import ClusterPools, forwarded
-from zsd.api.router import Router
+from zsd.api.poolcluster import ClusterPools
+from zsd.api.router import Router, forwarded
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.operations import OperationRegistry, Progress
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -378,7 +378,6 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
                 pool = self._storage.pool(n.pool)
                 if qos is not None:
                     validate.qos(qos, field="volume.qos")
-                    pool.volumes.get(n.volume)
                     if self._qos_changed is not None:
                         # Live first: limits QEMU refuses leave the record as it was.
                         await self._qos_changed(n.pool, n.volume, qos)

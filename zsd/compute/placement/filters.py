@@ -26,6 +26,8 @@ _MAX_CACHED = 4096
 
 def static_reason(host: HostState) -> str:
     """ "" when the host may take VMs at all."""
+    if host.down:
+        return host.down
     if not host.alive:
         return "not alive"
     if not host.lease_live:

@@ -37,6 +37,9 @@ class HostState:
     networks: frozenset[str] = frozenset()
     """Port groups present on this host."""
     labels: Mapping[str, str] = field(default_factory=dict)
+    down: str = ""
+    """Why the host cannot take VMs at all for a reason the caller knows (no inventory
+    reported yet, not serving); checked before alive/lease."""
 
 
 @dataclass(frozen=True, kw_only=True)
