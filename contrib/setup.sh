@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-libvirt python3-sanlock python3-nftables
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils sanlock
+  libvirt-sanlock          # libvirt's sanlock lock manager: HA VMs' leases
   iproute2 nftables procps
   lvm2 lvm2-lockd          # shared-block pools (LVM volume groups with lvmlockd + sanlock)
   ovmf                     # UEFI guests (OVMF code and variable templates)

@@ -52,6 +52,9 @@ class HypervisorConfig:
     probe_timeout: float = 3.0
     migration_uri: str = "qemu+tls://{address}/system"
     """How peers' libvirtds reach this host's for live migration ({address}: this host's)."""
+    vm_leases: bool = False
+    """This host's libvirtd uses sanlock as its lock manager (qemu.conf lock_manager =
+    "sanlock"): HA VMs get a VM lease, and only such VMs are restarted elsewhere."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,6 +204,7 @@ def _schema(hostname: str) -> dict[str, _Key]:
             "a libvirt URI template for peers to reach this host's libvirtd, such as qemu+tls://{address}/system",
             "qemu+tls://{address}/system",
         ),
+        "hypervisor.vm_leases": _Key(_bool, "true or false", False),
         "log.level": _Key(_choice(LOG_LEVELS), "one of " + ", ".join(LOG_LEVELS), "info"),
         "host.facts_interval": _Key(_float_range(5.0, 86400.0), "seconds between 5 and 86400", 60.0),
         "storage.check_interval": _Key(_float_range(0.2, 3600.0), "seconds between 0.2 and 3600", 30.0),
@@ -328,6 +332,7 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
             libvirt_uri=v["hypervisor.libvirt_uri"],
             probe_timeout=v["hypervisor.probe_timeout"],
             migration_uri=v["hypervisor.migration_uri"],
+            vm_leases=v["hypervisor.vm_leases"],
         ),
         log_level=v["log.level"],
         facts_interval=v["host.facts_interval"],

@@ -34,6 +34,7 @@ from zsd.api.services.compute import VmService
 from zsd.api.services.hosts import HostMessageCache, HostService
 from zsd.api.services.operations import OperationService
 from zsd.api.services.peer import Authorize, PeerService
+from zsd.api.services.scheduling import SchedulingService
 from zsd.api.services.storage import StorageService
 from zsd.api.vmcluster import ClusterVms
 from zsd.cluster import peerclient
@@ -51,6 +52,8 @@ from zsd.cluster.controlplane import AuthorityFactory, ControlPlane, run_control
 from zsd.cluster.gossip import MAX_LEAVE_TIMEOUT, Gossip
 from zsd.cluster.identity import ClusterIdentity, HostIdentity, cluster_identity, host_identity
 from zsd.cluster.leadership import Leadership, LeadershipState
+from zsd.cluster.lease._sanlockapi import LibSanlock
+from zsd.cluster.lease.authority import LeaseConfig
 from zsd.cluster.liveness import LeaseWatcher
 from zsd.cluster.local import LocalCluster
 from zsd.cluster.member import MemberRuntime, MemberSettings
@@ -62,11 +65,12 @@ from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, Snapshot
 from zsd.cluster.swim.codec import encode_meta
 from zsd.cluster.swim.member import Address, Capacity, HostMeta
-from zsd.compute import janitor
+from zsd.compute import ha, janitor, restore
 from zsd.compute.hostvms import HostVms
 from zsd.compute.scheduler import Scheduler
 from zsd.compute.settings import PlacementSettings
 from zsd.compute.setup import run_compute
+from zsd.compute.vmlease import VmLeases
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
@@ -87,6 +91,8 @@ from zsd.v1 import (
     host_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
+    scheduling_pb2,
+    scheduling_pb2_grpc,
     storage_pb2,
     storage_pb2_grpc,
 )
@@ -223,8 +229,18 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             ),
             server,
         )
+        scheduling_pb2_grpc.add_SchedulingServiceServicer_to_server(
+            SchedulingService(
+                gateway=gateway,
+                control=member.control if member is not None else None,
+                router=router,
+                scheduler=scheduler,
+            ),
+            server,
+        )
         return [
             compute_pb2.DESCRIPTOR.services_by_name["VmService"].full_name,
+            scheduling_pb2.DESCRIPTOR.services_by_name["SchedulingService"].full_name,
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
             storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
@@ -271,6 +287,7 @@ async def serve(deps: DaemonDeps) -> None:
                     domain_type=inventory.facts.hypervisor.kind.value,
                     paths=paths,
                     storage=storage,
+                    leases=_vm_leases(config, membership),
                 )
             )
             core = _Core(
@@ -410,6 +427,8 @@ async def _start_member(
     await nursery.start(gossip.run)
     nursery.start_soon(_announce, gossip, gossip_meta, leadership, replica, config.host_name)
     nursery.start_soon(janitor.run, control)
+    nursery.start_soon(partial(ha.run, control, settings=config.placement))
+    nursery.start_soon(restore.run, control, core.vms.vms, config.host_name, lambda: core.vms.creating)
     port = api_config.tcp_listen.rsplit(":", 1)[1]
     return replace(core, member=runtime, tls=tls, peer_port=port), api_config
 
@@ -543,6 +562,20 @@ async def _identities(
     info = load_cluster_info(SharedLayout(root=Path(membership.shared_dir)))
     cluster_ident = ClusterIdentity(uid=info.uid, name=info.name, created=info.created)
     return replace(host_ident, host_id=membership.host_id), cluster_ident, membership
+
+
+def _vm_leases(config: Config, membership: Membership | None) -> VmLeases | None:
+    """HA VMs' leases, when this host's libvirtd holds them (hypervisor.vm_leases)."""
+    if membership is None or not config.hypervisor.vm_leases:
+        return None
+    info = load_cluster_info(SharedLayout(root=Path(membership.shared_dir)))
+    lease = LeaseConfig(shared_dir=Path(membership.shared_dir), lockspace=info.lockspace)
+    return VmLeases(
+        lockspace=info.lockspace,
+        directory=lease.lease_dir / "vms",
+        writer=LibSanlock(),
+        max_hosts=lease.max_hosts,
+    )
 
 
 class _Lifecycle:

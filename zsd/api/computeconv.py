@@ -170,6 +170,7 @@ def host_vms(summary: Sequence[VmStatus], creating: Iterable[str] = ()) -> list[
             state=_STATES.get(s.state, compute_pb2.Vm.STATE_UNSPECIFIED),
             vcpus=s.spec.vcpus,
             memory_mib=s.spec.memory_mib,
+            ha_spec=s.spec.to_json() if s.spec.ha else "",
         )
         for s in summary
     )

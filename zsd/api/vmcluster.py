@@ -27,6 +27,8 @@ from zsd.api.gateway import Gateway
 from zsd.api.peers import Peers
 from zsd.api.router import Router
 from zsd.cluster.control import ClusterControl
+from zsd.compute import policyrecords
+from zsd.compute.policyrecords import KIND_POLICY
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, choose, hosts
 from zsd.compute.settings import PlacementSettings
@@ -97,7 +99,8 @@ class ClusterVms:
     def destination(self, vm: str, host: str) -> Destination:
         """(trio side) Where and how to send VM ``vm`` to ``host`` (empty: the best
         other host, chosen as placement would from this host's copy), after checking
-        the host can take it (alive, reachable, pools, capacity; reasons as placement's)."""
+        the host can take it (alive, reachable, pools, capacity, the scheduling
+        policies; reasons as placement's)."""
         record = self._record(vm)
         if record is None:
             raise NotFound(f"VM 'vms/{vm}' does not exist", field="name", reason="VM_NOT_FOUND")
@@ -114,7 +117,8 @@ class ClusterVms:
             pinned=host,
         )
         elsewhere = [h for h in hosts(self._control, others) if h.name != record.host]
-        host = choose(demand, elsewhere, others, self._placement)
+        policies = policyrecords.policies(self._control.replica.cache.list(KIND_POLICY))
+        host = choose(demand, elsewhere, others, self._placement, policies)
         view = self._control.host_view(host)
         assert view.status is not None  # choose refused a host without a report
         compute = host_pb2.Host.FromString(view.status).compute

@@ -29,6 +29,7 @@ from zsd.v1 import (
     host_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
+    scheduling_pb2_grpc,
     storage_pb2_grpc,
 )
 
@@ -77,6 +78,7 @@ class Api:
     operations: operation_pb2_grpc.OperationServiceStub
     storage: storage_pb2_grpc.StorageServiceStub
     vms: compute_pb2_grpc.VmServiceStub
+    scheduling: scheduling_pb2_grpc.SchedulingServiceStub
     timeout: float
     stream_timeout: float | None = None
 
@@ -88,6 +90,7 @@ class Api:
             operations=operation_pb2_grpc.OperationServiceStub(channel),
             storage=storage_pb2_grpc.StorageServiceStub(channel),
             vms=compute_pb2_grpc.VmServiceStub(channel),
+            scheduling=scheduling_pb2_grpc.SchedulingServiceStub(channel),
             timeout=timeout,
             stream_timeout=stream_timeout,
         )

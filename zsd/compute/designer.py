@@ -140,7 +140,10 @@ def design(
     generation: int = 1,
     leases: tuple[domxml.Lease, ...] = (),
 ) -> domxml.Domain:
-    """The domain for ``spec`` (already validated) on a host with ``traits``."""
+    """The domain for ``spec`` (already validated) on a host with ``traits``; its VM
+    lease (``spec.lease_path``) comes after any given in ``leases``."""
+    if spec.lease_path:
+        leases = (*leases, domxml.Lease(lockspace=spec.lease_lockspace, key=spec.uid, path=spec.lease_path))
     # The metadata must describe the devices as defined, targets included.
     spec = spec.with_disks(assign_targets(spec.disks))
     disks = tuple(disk(d, direct_io=direct_io(d.path)) for d in spec.disks)

@@ -22,6 +22,7 @@ import trio
 from zsd.compute.intents import CreateIntent, IntentLog
 from zsd.compute.runtime import LocalVms, VmStatus
 from zsd.compute.spec import DiskSpec, NicSpec, VmSpec, validate
+from zsd.compute.vmlease import VmLeases
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import validate as storage_validate
 from zsd.storage.host import StorageHost
@@ -86,10 +87,14 @@ def random_mac() -> str:
 
 
 class HostVms:
-    def __init__(self, *, vms: LocalVms, storage: StorageHost, intents: IntentLog) -> None:
+    def __init__(
+        self, *, vms: LocalVms, storage: StorageHost, intents: IntentLog, leases: VmLeases | None = None
+    ) -> None:
+        """``leases``: when this host's libvirt holds VM leases (HA VMs get one)."""
         self.vms = vms
         self._storage = storage
         self._intents = intents
+        self._leases = leases
         self._busy: set[str] = set()
 
     @property
@@ -203,6 +208,9 @@ class HostVms:
                 spec, request.root, progress, first_boot=not any(d.boot_order == 1 for d in disks)
             )
             disks.insert(0, root)
+        if spec.ha and self._leases is not None:
+            lease = await self._leases.ensure(spec.uid)
+            spec = replace(spec, lease_lockspace=self._leases.lockspace, lease_path=str(lease))
         full = validate(spec.with_disks(tuple(disks)))
         progress(70, "attaching volumes")
         await self._attach_records(spec.name, full.disks)
@@ -221,6 +229,8 @@ class HostVms:
                     await self._storage.pool(pool).volumes.detach(volume, consumer(intent.name))
             if intent.root:
                 await self._drop_new_root(intent)
+            if self._leases is not None:
+                await self._leases.remove(intent.uid)  # none unless the create wrote it
         except Exception:
             # The create's own error is what the caller must see; the intent stays
             # and the next start tries again.
@@ -332,6 +342,8 @@ class HostVms:
                     )
         spec = await self.vms.delete(name)
         await self._detach_records(name, spec.disks)
+        if spec.lease_path and self._leases is not None:
+            await self._leases.remove(spec.uid)
         if delete_volumes:
             for disk in spec.disks:
                 pool, volume = disk.volume.split("/", 1)

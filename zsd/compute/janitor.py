@@ -26,8 +26,8 @@ from zsd.v1 import host_pb2
 log = logging.getLogger(__name__)
 
 GRACE = 20.0
-"""Seconds a new record is left alone: the chosen host's reports from before it
-took the create on may still arrive."""
+"""Seconds a new (or HA-restarted) record is left alone: the chosen host's reports
+from before it took the VM on may still arrive."""
 INTERVAL = 2.0
 
 
@@ -62,7 +62,7 @@ def stale(cache: StateCache, *, now: float, grace: float = GRACE) -> list[Fix]:
         elsewhere = [h for h in reported.get(record.uid, []) if h != record.host]
         if len(elsewhere) == 1:
             out.append(Fix(record=record, revision=raw.revision, moved_to=elsewhere[0]))
-        elif not elsewhere and now - record.create_time >= grace:
+        elif not elsewhere and now - max(record.create_time, record.restart_time) >= grace:
             out.append(Fix(record=record, revision=raw.revision))
     return out
 

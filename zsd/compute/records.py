@@ -29,6 +29,13 @@ class VmRecord:
     pools: tuple[str, ...] = ()
     ha: bool = False
     create_time: float = 0.0
+    restart: str = ""
+    """Set by the leader's HA restart: the VM's spec (JSON) as its dead host last
+    reported it. The host the record now names defines the VM from it when it does
+    not have the VM yet (and starts it when ``restart_running``)."""
+    restart_running: bool = False
+    restarted_from: str = ""
+    restart_time: float = 0.0
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -42,6 +49,10 @@ class VmRecord:
                 "pools": list(self.pools),
                 "ha": self.ha,
                 "create_time": self.create_time,
+                "restart": self.restart,
+                "restart_running": self.restart_running,
+                "restarted_from": self.restarted_from,
+                "restart_time": self.restart_time,
             },
             sort_keys=True,
         ).encode()
@@ -60,6 +71,10 @@ class VmRecord:
                 pools=tuple(str(p) for p in doc.get("pools", ())),
                 ha=bool(doc.get("ha", False)),
                 create_time=float(doc.get("create_time", 0.0)),
+                restart=str(doc.get("restart", "")),
+                restart_running=bool(doc.get("restart_running", False)),
+                restarted_from=str(doc.get("restarted_from", "")),
+                restart_time=float(doc.get("restart_time", 0.0)),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise Internal(f"damaged VM record in the cluster state: {e}") from e

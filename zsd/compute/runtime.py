@@ -237,6 +237,21 @@ class LocalVms:
         async with self._lock(name):
             return await self._hv.call(f"removing VM {name}", remove)
 
+    async def forget(self, name: str, *, uid: str) -> bool:
+        """Undefines the domain ``name`` only if it is the VM ``uid`` and not running
+        (a stale copy of a VM that now runs elsewhere); keeps its UEFI variables and,
+        as always, its disks. True if there was one."""
+
+        def drop(conn: Any) -> bool:
+            dom = self._lookup(conn, name=name)
+            if dom is None or dom.UUIDString() != uid or dom.isActive():
+                return False
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+            return True
+
+        async with self._lock(name):
+            return await self._hv.call(f"forgetting VM {name}", drop)
+
     async def _undefine(self, name: str) -> None:
         def undefine(conn: Any) -> None:
             dom = self._lookup(conn, name=name)

@@ -20,9 +20,12 @@ import trio
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.hostctl import fingerprint
 from zsd.cluster.lease.authority import HostStatus
-from zsd.cluster.store import Create
+from zsd.cluster.store import Create, Delete
+from zsd.compute import policyrecords
 from zsd.compute.placement.engine import Engine
 from zsd.compute.placement.model import HostState, Placement, VmDemand
+from zsd.compute.placement.policies import Policy, check_policy
+from zsd.compute.policyrecords import KIND_POLICY, PolicyRecord
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.compute.settings import PlacementSettings
 from zsd.errors import AlreadyExists, NotFound
@@ -91,15 +94,23 @@ def hosts(control: ClusterControl, records: Sequence[VmRecord]) -> list[HostStat
     return out
 
 
+def placements(records: Sequence[VmRecord]) -> dict[str, Placement]:
+    return {
+        r.name: Placement(host=r.host, group=r.group, vcpus=r.vcpus, memory_mib=r.memory_mib) for r in records
+    }
+
+
 def choose(
     demand: Demand,
     candidates: Sequence[HostState],
     records: Sequence[VmRecord] = (),
     settings: PlacementSettings = DEFAULT_PLACEMENT,
+    policies: Sequence[Policy] = (),
 ) -> str:
     """The host for ``demand`` among ``candidates`` (the placement engine's filters,
-    each rejection with its reason, then its weighing); ``records``: the VMs already
-    placed (their hosts' usage is in ``candidates``; these feed the groups)."""
+    each rejection with its reason, then its weighing and the scheduling policies);
+    ``records``: the VMs already placed (their hosts' usage is in ``candidates``; these
+    feed the groups)."""
     if demand.pinned:
         pinned = [h for h in candidates if h.name == demand.pinned]
         if not pinned:
@@ -107,10 +118,8 @@ def choose(
         candidates = pinned
     engine = Engine(
         hosts=candidates,
-        placements={
-            r.name: Placement(host=r.host, group=r.group, vcpus=r.vcpus, memory_mib=r.memory_mib)
-            for r in records
-        },
+        placements=placements(records),
+        policies=policies,
         overcommit=settings.overcommit,
         strategy=settings.strategy,
     )
@@ -155,8 +164,8 @@ class Scheduler:
                     field="vm_id",
                     reason="VM_EXISTS",
                 )
-            records = [VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM)]
-            host = choose(demand, hosts(self._control, records), records, self._settings)
+            records = self._records()
+            host = choose(demand, hosts(self._control, records), records, self._settings, self._policies())
             record = VmRecord(
                 name=demand.name,
                 uid=demand.uid,
@@ -176,3 +185,54 @@ class Scheduler:
             # The next placement must count this one: wait for the leader's own copy.
             await self._control.wait_revision(result.revision, 5.0)
             return record, result.revision
+
+    def _records(self) -> list[VmRecord]:
+        return [VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM)]
+
+    def _policies(self) -> list[Policy]:
+        return policyrecords.policies(self._control.replica.cache.list(KIND_POLICY))
+
+    async def create_policy(self, record: PolicyRecord, *, request_id: str) -> tuple[PolicyRecord, int]:
+        """Checks ``record.policy`` against the others and where its group's VMs run
+        now (``check_policy``), then commits it; under the placement lock, so no VM is
+        placed between the check and the commit. A retry with the same ``request_id``
+        returns the first answer."""
+        store = self._control.store()
+        fp = fingerprint("CreateSchedulingPolicy", record.policy.name, record.encode())
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                stored = await store.get(KIND_POLICY, record.policy.name)
+                if stored is not None:
+                    return PolicyRecord.decode(stored.data), replay.revision
+            records = self._records()
+            check_policy(record.policy, self._policies(), placements(records), hosts(self._control, records))
+            record = PolicyRecord(
+                policy=record.policy, description=record.description, create_time=self._clock()
+            )
+            result = await store.commit(
+                [Create(kind=KIND_POLICY, name=record.policy.name, data=record.encode())],
+                request_id=request_id,
+                fingerprint=fp,
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return record, result.revision
+
+    async def delete_policy(self, name: str, *, request_id: str) -> int:
+        store = self._control.store()
+        fp = fingerprint("DeleteSchedulingPolicy", name)
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return replay.revision
+            if await store.get(KIND_POLICY, name) is None:
+                raise NotFound(
+                    f"scheduling policy 'schedulingPolicies/{name}' does not exist",
+                    field="name",
+                    reason="POLICY_NOT_FOUND",
+                )
+            result = await store.commit(
+                [Delete(kind=KIND_POLICY, name=name)], request_id=request_id, fingerprint=fp
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return result.revision

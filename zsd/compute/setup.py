@@ -14,6 +14,7 @@ from zsd.compute.hostvms import HostVms
 from zsd.compute.hypervisor import Hypervisor
 from zsd.compute.intents import IntentLog
 from zsd.compute.runtime import LocalVms
+from zsd.compute.vmlease import VmLeases
 from zsd.errors import ZsdError
 from zsd.paths import Paths
 from zsd.storage.host import StorageHost
@@ -48,12 +49,18 @@ async def run_compute(
     domain_type: str,
     paths: Paths,
     storage: StorageHost,
+    leases: VmLeases | None = None,
     task_status: trio.TaskStatus[HostVms] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     hypervisor = Hypervisor(uri)
     traits = HostTraits(domain_type=domain_type, console_dir=paths.console_dir, nvram_dir=paths.nvram_dir)
     vms = LocalVms(hypervisor, traits)
-    host_vms = HostVms(vms=vms, storage=storage, intents=IntentLog(paths.state_dir / "compute" / "creating"))
+    host_vms = HostVms(
+        vms=vms,
+        storage=storage,
+        intents=IntentLog(paths.state_dir / "compute" / "creating"),
+        leases=leases,
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(vms.follow_events)

@@ -87,6 +87,11 @@ class VmSpec:
     ha: bool = False
     group: str = ""
     description: str = ""
+    lease_lockspace: str = ""
+    lease_path: str = ""
+    """HA VMs on hosts whose libvirt uses sanlock: the VM's resource lease (key: its
+    uid) on shared storage, held by libvirt for QEMU while the VM runs, so the VM
+    can never run on two hosts. Empty: no lease."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -160,6 +165,8 @@ def validate(spec: VmSpec, *, prefix: str = "vm") -> VmSpec:
     _unique(list(spec.hostdevs), f"{prefix}.hostdevs", "address")
     if spec.group:
         storage_validate.name(spec.group, field=f"{prefix}.group")
+    if spec.lease_path and (not spec.lease_path.startswith("/") or not spec.lease_lockspace):
+        raise _bad(f"{prefix}.lease_path", "an absolute path, with lease_lockspace set")
     if len(spec.description) > 1024:
         raise _bad(f"{prefix}.description", "at most 1024 characters")
     return spec

@@ -60,8 +60,16 @@ class Libvirtd:
         return f"qemu:///system?socket={self.socket_path}"
 
 
-def _qemu_conf(stock: str) -> str:
-    return stock + '\n# zsd private test libvirtd\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+def _qemu_conf(stock: str, *, sanlock: bool) -> str:
+    text = stock + '\n# zsd private test libvirtd\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+    if sanlock:
+        text += 'lock_manager = "sanlock"\n'
+    return text
+
+
+# Leases only where the domain XML names one (zsd's VM leases): no automatic
+# per-disk leases, so no lockspace of libvirt's own and no host_id to configure.
+_SANLOCK_CONF = "auto_disk_leases = 0\nrequire_lease_for_disks = 0\n"
 
 
 def _libvirtd_conf(listen_address: str) -> str:
@@ -73,13 +81,17 @@ def _libvirtd_conf(listen_address: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _prepare(root: Path, listen_address: str) -> None:
+def _prepare(root: Path, listen_address: str, sanlock_run_dir: Path | None) -> None:
     for name in _BINDS:
         (root / name).mkdir(parents=True, exist_ok=True)
     etc = root / "etc"
     shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True, symlinks=True)
     shutil.rmtree(etc / "qemu/networks/autostart", ignore_errors=True)
-    (etc / "qemu.conf").write_text(_qemu_conf(Path("/etc/libvirt/qemu.conf").read_text()))
+    (etc / "qemu.conf").write_text(
+        _qemu_conf(Path("/etc/libvirt/qemu.conf").read_text(), sanlock=sanlock_run_dir is not None)
+    )
+    if sanlock_run_dir is not None:
+        (etc / "qemu-sanlock.conf").write_text(_SANLOCK_CONF)
     (etc / "libvirtd.conf").write_text(_libvirtd_conf(listen_address))
     caps = root / "cache/qemu/capabilities"
     if CAPS_CACHE.is_dir() and not caps.exists():
@@ -100,12 +112,23 @@ def _script(root: Path, mask_kvm: bool) -> str:
     )
 
 
-def start(root: Path, *, mask_kvm: bool, netns: str = "", listen_address: str = "") -> Libvirtd:
-    """Starts libvirtd + virtlogd under ``root`` and waits until the socket answers."""
+def start(
+    root: Path,
+    *,
+    mask_kvm: bool,
+    netns: str = "",
+    listen_address: str = "",
+    sanlock_run_dir: Path | None = None,
+) -> Libvirtd:
+    """Starts libvirtd + virtlogd under ``root`` and waits until the socket answers.
+    ``sanlock_run_dir``: use sanlock as the lock manager, through the sanlock daemon
+    whose run directory that is (a dev-cluster host's own)."""
     for target in _BINDS.values():
         Path(target).mkdir(parents=True, exist_ok=True)
-    _prepare(root, listen_address)
+    _prepare(root, listen_address, sanlock_run_dir)
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", _script(root, mask_kvm)]
+    if sanlock_run_dir is not None:
+        argv = ["env", f"SANLOCK_RUN_DIR={sanlock_run_dir}", *argv]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     log = (root / "libvirtd.out").open("ab")

@@ -30,7 +30,7 @@ from zsd.v1 import operation_pb2 as zsd_dot_v1_dot_operation__pb2
 from zsd.v1 import storage_pb2 as zsd_dot_v1_dot_storage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11zsd/v1/host.proto\x12\x06zsd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14zsd/v1/compute.proto\x1a\x16zsd/v1/operation.proto\x1a\x14zsd/v1/storage.proto\"\xe3\x06\n\x04Host\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\r\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.zsd.v1.Host.State\x12\x15\n\rstate_reasons\x18\x06 \x03(\t\x12&\n\nhypervisor\x18\x07 \x01(\x0b\x32\x12.zsd.v1.Hypervisor\x12\x18\n\x03\x63pu\x18\x08 \x01(\x0b\x32\x0b.zsd.v1.Cpu\x12\x1e\n\x06memory\x18\t \x01(\x0b\x32\x0e.zsd.v1.Memory\x12$\n\nnuma_nodes\x18\n \x03(\x0b\x32\x10.zsd.v1.NumaNode\x12\x1b\n\x05\x64isks\x18\x0b \x03(\x0b\x32\x0c.zsd.v1.Disk\x12\x19\n\x04nics\x18\x0c \x03(\x0b\x32\x0b.zsd.v1.Nic\x12\x13\n\x0bzsd_version\x18\r \x01(\t\x12)\n\x06uptime\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\tboot_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06kernel\x18\x10 \x01(\t\x12\n\n\x02os\x18\x11 \x01(\t\x12\x30\n\x0crefresh_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06labels\x18\x13 \x03(\x0b\x32\x18.zsd.v1.Host.LabelsEntry\x12)\n\x0cgossip_state\x18\x14 \x01(\x0e\x32\x13.zsd.v1.MemberState\x12\'\n\x0blease_state\x18\x15 \x01(\x0e\x32\x12.zsd.v1.LeaseState\x12\x0c\n\x04\x65tag\x18\x16 \x01(\t\x12\x1f\n\x05pools\x18\x17 \x03(\x0b\x32\x10.zsd.v1.HostPool\x12\x1b\n\x03vms\x18\x18 \x03(\x0b\x32\x0e.zsd.v1.HostVm\x12$\n\x07\x63ompute\x18\x19 \x01(\x0b\x32\x13.zsd.v1.HostCompute\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x0f\n\x0bUNREACHABLE\x10\x03\"9\n\x0bHostCompute\x12\x15\n\rmigration_uri\x18\x01 \x01(\t\x12\x13\n\x0b\x63onsole_dir\x18\x02 \x01(\t\"w\n\x06HostVm\x12\n\n\x02vm\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x1f\n\x05state\x18\x03 \x01(\x0e\x32\x10.zsd.v1.Vm.State\x12\r\n\x05vcpus\x18\x04 \x01(\x05\x12\x12\n\nmemory_mib\x18\x05 \x01(\x03\x12\x10\n\x08\x63reating\x18\x06 \x01(\x08\"\\\n\x08HostPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.zsd.v1.Pool.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xb5\x01\n\nHypervisor\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.zsd.v1.HypervisorKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0flibvirt_version\x18\x03 \x01(\t\x12\x14\n\x0cqemu_version\x18\x04 \x01(\t\x12\x19\n\x11libvirt_reachable\x18\x05 \x01(\x08\x12\x11\n\tcpu_model\x18\x06 \x01(\t\x12\x14\n\x0c\x64omain_types\x18\x07 \x03(\t\"\x95\x01\n\x03\x43pu\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06vendor\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\x12\x0f\n\x07sockets\x18\x04 \x01(\r\x12\x18\n\x10\x63ores_per_socket\x18\x05 \x01(\r\x12\x18\n\x10threads_per_core\x18\x06 \x01(\r\x12\r\n\x05\x63ount\x18\x07 \x01(\r\x12\r\n\x05\x66lags\x18\x08 \x03(\t\"6\n\x06Memory\x12\x13\n\x0btotal_bytes\x18\x01 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x02 \x01(\x04\":\n\x08NumaNode\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04\x63pus\x18\x02 \x03(\r\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\"i\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x12\n\nrotational\x18\x03 \x01(\x08\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\t\x12\x0c\n\x04wwid\x18\x06 \x01(\t\"x\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12\n\n\x02up\x18\x04 \x01(\x08\x12\x12\n\nspeed_mbps\x18\x05 \x01(\r\x12\x11\n\taddresses\x18\x06 \x03(\t\x12\x0e\n\x06\x64river\x18\x07 \x01(\t\"|\n\x10ListHostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nconsistent\x18\x04 \x01(\x08\"[\n\x11ListHostsResponse\x12\x1b\n\x05hosts\x18\x01 \x03(\x0b\x32\x0c.zsd.v1.Host\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"a\n\x0eGetHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nconsistent\x18\x03 \x01(\x08\"6\n\x12RefreshHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"t\n\x11UpdateHostRequest\x12\x1a\n\x04host\x18\x01 \x01(\x0b\x32\x0c.zsd.v1.Host\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x11\x44\x65leteHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t*D\n\x0eHypervisorKind\x12\x1f\n\x1bHYPERVISOR_KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03KVM\x10\x01\x12\x08\n\x04QEMU\x10\x02*s\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cMEMBER_ALIVE\x10\x01\x12\x12\n\x0eMEMBER_SUSPECT\x10\x02\x12\x0f\n\x0bMEMBER_DEAD\x10\x03\x12\x0f\n\x0bMEMBER_LEFT\x10\x04*|\n\nLeaseState\x12\x1b\n\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rLEASE_UNKNOWN\x10\x01\x12\x0e\n\nLEASE_FREE\x10\x02\x12\x0e\n\nLEASE_LIVE\x10\x03\x12\x0e\n\nLEASE_FAIL\x10\x04\x12\x0e\n\nLEASE_DEAD\x10\x05\x32\xb1\x02\n\x0bHostService\x12@\n\tListHosts\x12\x18.zsd.v1.ListHostsRequest\x1a\x19.zsd.v1.ListHostsResponse\x12/\n\x07GetHost\x12\x16.zsd.v1.GetHostRequest\x1a\x0c.zsd.v1.Host\x12<\n\x0bRefreshHost\x12\x1a.zsd.v1.RefreshHostRequest\x1a\x11.zsd.v1.Operation\x12\x35\n\nUpdateHost\x12\x19.zsd.v1.UpdateHostRequest\x1a\x0c.zsd.v1.Host\x12:\n\nDeleteHost\x12\x19.zsd.v1.DeleteHostRequest\x1a\x11.zsd.v1.OperationB\x1aZ\x18zsd.dev/api/zsd/v1;zsdv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11zsd/v1/host.proto\x12\x06zsd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14zsd/v1/compute.proto\x1a\x16zsd/v1/operation.proto\x1a\x14zsd/v1/storage.proto\"\xe3\x06\n\x04Host\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07host_id\x18\x02 \x01(\r\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12!\n\x05state\x18\x05 \x01(\x0e\x32\x12.zsd.v1.Host.State\x12\x15\n\rstate_reasons\x18\x06 \x03(\t\x12&\n\nhypervisor\x18\x07 \x01(\x0b\x32\x12.zsd.v1.Hypervisor\x12\x18\n\x03\x63pu\x18\x08 \x01(\x0b\x32\x0b.zsd.v1.Cpu\x12\x1e\n\x06memory\x18\t \x01(\x0b\x32\x0e.zsd.v1.Memory\x12$\n\nnuma_nodes\x18\n \x03(\x0b\x32\x10.zsd.v1.NumaNode\x12\x1b\n\x05\x64isks\x18\x0b \x03(\x0b\x32\x0c.zsd.v1.Disk\x12\x19\n\x04nics\x18\x0c \x03(\x0b\x32\x0b.zsd.v1.Nic\x12\x13\n\x0bzsd_version\x18\r \x01(\t\x12)\n\x06uptime\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\tboot_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06kernel\x18\x10 \x01(\t\x12\n\n\x02os\x18\x11 \x01(\t\x12\x30\n\x0crefresh_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06labels\x18\x13 \x03(\x0b\x32\x18.zsd.v1.Host.LabelsEntry\x12)\n\x0cgossip_state\x18\x14 \x01(\x0e\x32\x13.zsd.v1.MemberState\x12\'\n\x0blease_state\x18\x15 \x01(\x0e\x32\x12.zsd.v1.LeaseState\x12\x0c\n\x04\x65tag\x18\x16 \x01(\t\x12\x1f\n\x05pools\x18\x17 \x03(\x0b\x32\x10.zsd.v1.HostPool\x12\x1b\n\x03vms\x18\x18 \x03(\x0b\x32\x0e.zsd.v1.HostVm\x12$\n\x07\x63ompute\x18\x19 \x01(\x0b\x32\x13.zsd.v1.HostCompute\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\t\n\x05READY\x10\x01\x12\x0c\n\x08\x44\x45GRADED\x10\x02\x12\x0f\n\x0bUNREACHABLE\x10\x03\"9\n\x0bHostCompute\x12\x15\n\rmigration_uri\x18\x01 \x01(\t\x12\x13\n\x0b\x63onsole_dir\x18\x02 \x01(\t\"\x88\x01\n\x06HostVm\x12\n\n\x02vm\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x1f\n\x05state\x18\x03 \x01(\x0e\x32\x10.zsd.v1.Vm.State\x12\r\n\x05vcpus\x18\x04 \x01(\x05\x12\x12\n\nmemory_mib\x18\x05 \x01(\x03\x12\x10\n\x08\x63reating\x18\x06 \x01(\x08\x12\x0f\n\x07ha_spec\x18\x07 \x01(\t\"\\\n\x08HostPool\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.zsd.v1.Pool.State\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xb5\x01\n\nHypervisor\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.zsd.v1.HypervisorKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0flibvirt_version\x18\x03 \x01(\t\x12\x14\n\x0cqemu_version\x18\x04 \x01(\t\x12\x19\n\x11libvirt_reachable\x18\x05 \x01(\x08\x12\x11\n\tcpu_model\x18\x06 \x01(\t\x12\x14\n\x0c\x64omain_types\x18\x07 \x03(\t\"\x95\x01\n\x03\x43pu\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06vendor\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\x12\x0f\n\x07sockets\x18\x04 \x01(\r\x12\x18\n\x10\x63ores_per_socket\x18\x05 \x01(\r\x12\x18\n\x10threads_per_core\x18\x06 \x01(\r\x12\r\n\x05\x63ount\x18\x07 \x01(\r\x12\r\n\x05\x66lags\x18\x08 \x03(\t\"6\n\x06Memory\x12\x13\n\x0btotal_bytes\x18\x01 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x02 \x01(\x04\":\n\x08NumaNode\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04\x63pus\x18\x02 \x03(\r\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x04\"i\n\x04\x44isk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x12\n\nrotational\x18\x03 \x01(\x08\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\t\x12\x0c\n\x04wwid\x18\x06 \x01(\t\"x\n\x03Nic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmac_address\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12\n\n\x02up\x18\x04 \x01(\x08\x12\x12\n\nspeed_mbps\x18\x05 \x01(\r\x12\x11\n\taddresses\x18\x06 \x03(\t\x12\x0e\n\x06\x64river\x18\x07 \x01(\t\"|\n\x10ListHostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\tread_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nconsistent\x18\x04 \x01(\x08\"[\n\x11ListHostsResponse\x12\x1b\n\x05hosts\x18\x01 \x03(\x0b\x32\x0c.zsd.v1.Host\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\"a\n\x0eGetHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nconsistent\x18\x03 \x01(\x08\"6\n\x12RefreshHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"t\n\x11UpdateHostRequest\x12\x1a\n\x04host\x18\x01 \x01(\x0b\x32\x0c.zsd.v1.Host\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"D\n\x11\x44\x65leteHostRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t*D\n\x0eHypervisorKind\x12\x1f\n\x1bHYPERVISOR_KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03KVM\x10\x01\x12\x08\n\x04QEMU\x10\x02*s\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cMEMBER_ALIVE\x10\x01\x12\x12\n\x0eMEMBER_SUSPECT\x10\x02\x12\x0f\n\x0bMEMBER_DEAD\x10\x03\x12\x0f\n\x0bMEMBER_LEFT\x10\x04*|\n\nLeaseState\x12\x1b\n\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rLEASE_UNKNOWN\x10\x01\x12\x0e\n\nLEASE_FREE\x10\x02\x12\x0e\n\nLEASE_LIVE\x10\x03\x12\x0e\n\nLEASE_FAIL\x10\x04\x12\x0e\n\nLEASE_DEAD\x10\x05\x32\xb1\x02\n\x0bHostService\x12@\n\tListHosts\x12\x18.zsd.v1.ListHostsRequest\x1a\x19.zsd.v1.ListHostsResponse\x12/\n\x07GetHost\x12\x16.zsd.v1.GetHostRequest\x1a\x0c.zsd.v1.Host\x12<\n\x0bRefreshHost\x12\x1a.zsd.v1.RefreshHostRequest\x1a\x11.zsd.v1.Operation\x12\x35\n\nUpdateHost\x12\x19.zsd.v1.UpdateHostRequest\x1a\x0c.zsd.v1.Host\x12:\n\nDeleteHost\x12\x19.zsd.v1.DeleteHostRequest\x1a\x11.zsd.v1.OperationB\x1aZ\x18zsd.dev/api/zsd/v1;zsdv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,12 +40,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z\030zsd.dev/api/zsd/v1;zsdv1'
   _globals['_HOST_LABELSENTRY']._loaded_options = None
   _globals['_HOST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_HYPERVISORKIND']._serialized_start=2583
-  _globals['_HYPERVISORKIND']._serialized_end=2651
-  _globals['_MEMBERSTATE']._serialized_start=2653
-  _globals['_MEMBERSTATE']._serialized_end=2768
-  _globals['_LEASESTATE']._serialized_start=2770
-  _globals['_LEASESTATE']._serialized_end=2894
+  _globals['_HYPERVISORKIND']._serialized_start=2601
+  _globals['_HYPERVISORKIND']._serialized_end=2669
+  _globals['_MEMBERSTATE']._serialized_start=2671
+  _globals['_MEMBERSTATE']._serialized_end=2786
+  _globals['_LEASESTATE']._serialized_start=2788
+  _globals['_LEASESTATE']._serialized_end=2912
   _globals['_HOST']._serialized_start=197
   _globals['_HOST']._serialized_end=1064
   _globals['_HOST_LABELSENTRY']._serialized_start=945
@@ -54,34 +54,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOST_STATE']._serialized_end=1064
   _globals['_HOSTCOMPUTE']._serialized_start=1066
   _globals['_HOSTCOMPUTE']._serialized_end=1123
-  _globals['_HOSTVM']._serialized_start=1125
-  _globals['_HOSTVM']._serialized_end=1244
-  _globals['_HOSTPOOL']._serialized_start=1246
-  _globals['_HOSTPOOL']._serialized_end=1338
-  _globals['_HYPERVISOR']._serialized_start=1341
-  _globals['_HYPERVISOR']._serialized_end=1522
-  _globals['_CPU']._serialized_start=1525
-  _globals['_CPU']._serialized_end=1674
-  _globals['_MEMORY']._serialized_start=1676
-  _globals['_MEMORY']._serialized_end=1730
-  _globals['_NUMANODE']._serialized_start=1732
-  _globals['_NUMANODE']._serialized_end=1790
-  _globals['_DISK']._serialized_start=1792
-  _globals['_DISK']._serialized_end=1897
-  _globals['_NIC']._serialized_start=1899
-  _globals['_NIC']._serialized_end=2019
-  _globals['_LISTHOSTSREQUEST']._serialized_start=2021
-  _globals['_LISTHOSTSREQUEST']._serialized_end=2145
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=2147
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=2238
-  _globals['_GETHOSTREQUEST']._serialized_start=2240
-  _globals['_GETHOSTREQUEST']._serialized_end=2337
-  _globals['_REFRESHHOSTREQUEST']._serialized_start=2339
-  _globals['_REFRESHHOSTREQUEST']._serialized_end=2393
-  _globals['_UPDATEHOSTREQUEST']._serialized_start=2395
-  _globals['_UPDATEHOSTREQUEST']._serialized_end=2511
-  _globals['_DELETEHOSTREQUEST']._serialized_start=2513
-  _globals['_DELETEHOSTREQUEST']._serialized_end=2581
-  _globals['_HOSTSERVICE']._serialized_start=2897
-  _globals['_HOSTSERVICE']._serialized_end=3202
+  _globals['_HOSTVM']._serialized_start=1126
+  _globals['_HOSTVM']._serialized_end=1262
+  _globals['_HOSTPOOL']._serialized_start=1264
+  _globals['_HOSTPOOL']._serialized_end=1356
+  _globals['_HYPERVISOR']._serialized_start=1359
+  _globals['_HYPERVISOR']._serialized_end=1540
+  _globals['_CPU']._serialized_start=1543
+  _globals['_CPU']._serialized_end=1692
+  _globals['_MEMORY']._serialized_start=1694
+  _globals['_MEMORY']._serialized_end=1748
+  _globals['_NUMANODE']._serialized_start=1750
+  _globals['_NUMANODE']._serialized_end=1808
+  _globals['_DISK']._serialized_start=1810
+  _globals['_DISK']._serialized_end=1915
+  _globals['_NIC']._serialized_start=1917
+  _globals['_NIC']._serialized_end=2037
+  _globals['_LISTHOSTSREQUEST']._serialized_start=2039
+  _globals['_LISTHOSTSREQUEST']._serialized_end=2163
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=2165
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=2256
+  _globals['_GETHOSTREQUEST']._serialized_start=2258
+  _globals['_GETHOSTREQUEST']._serialized_end=2355
+  _globals['_REFRESHHOSTREQUEST']._serialized_start=2357
+  _globals['_REFRESHHOSTREQUEST']._serialized_end=2411
+  _globals['_UPDATEHOSTREQUEST']._serialized_start=2413
+  _globals['_UPDATEHOSTREQUEST']._serialized_end=2529
+  _globals['_DELETEHOSTREQUEST']._serialized_start=2531
+  _globals['_DELETEHOSTREQUEST']._serialized_end=2599
+  _globals['_HOSTSERVICE']._serialized_start=2915
+  _globals['_HOSTSERVICE']._serialized_end=3220
 # @@protoc_insertion_point(module_scope)

@@ -306,6 +306,7 @@ class HostVm(_message.Message):
     VCPUS_FIELD_NUMBER: _builtins.int
     MEMORY_MIB_FIELD_NUMBER: _builtins.int
     CREATING_FIELD_NUMBER: _builtins.int
+    HA_SPEC_FIELD_NUMBER: _builtins.int
     vm: _builtins.str
     """"vms/{vm}"."""
     uid: _builtins.str
@@ -314,6 +315,10 @@ class HostVm(_message.Message):
     memory_mib: _builtins.int
     creating: _builtins.bool
     """Being created right now (not defined yet)."""
+    ha_spec: _builtins.str
+    """HA VMs only: the VM's whole spec (JSON, as in its domain's metadata), which the
+    leader restarts elsewhere from when this host dies.
+    """
     def __init__(
         self,
         *,
@@ -323,10 +328,11 @@ class HostVm(_message.Message):
         vcpus: _builtins.int = ...,
         memory_mib: _builtins.int = ...,
         creating: _builtins.bool = ...,
+        ha_spec: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creating", b"creating", "memory_mib", b"memory_mib", "state", b"state", "uid", b"uid", "vcpus", b"vcpus", "vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creating", b"creating", "ha_spec", b"ha_spec", "memory_mib", b"memory_mib", "state", b"state", "uid", b"uid", "vcpus", b"vcpus", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.compute.clusterkit import PrivateLibvirtds, two_hosts
 from zsd.host.kvmprobe import probe_kvm
 from zsd.testing import libvirtd
+from zsd.testing.devcluster import DevCluster
 
 REPO = Path(__file__).resolve().parents[3]
 NETNS = "zsdt-compute"
@@ -35,3 +37,20 @@ def private_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[libvi
     finally:
         libvirtd.stop(instance)
         subprocess.run(["ip", "netns", "delete", NETNS], check=False)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[DevCluster, PrivateLibvirtds]]:
+    """A two-host dev cluster (h1, h2), each host with its private libvirtd."""
+    yield from _cluster(tmp_path, vm_leases=False)
+
+
+@pytest.fixture
+def leased_cluster(tmp_path: Path) -> Iterator[tuple[DevCluster, PrivateLibvirtds]]:
+    """The same, with libvirt's sanlock lock manager: HA VMs hold VM leases."""
+    yield from _cluster(tmp_path, vm_leases=True)
+
+
+def _cluster(tmp_path: Path, *, vm_leases: bool) -> Iterator[tuple[DevCluster, PrivateLibvirtds]]:
+    with two_hosts(tmp_path, vm_leases=vm_leases) as parts:
+        yield parts

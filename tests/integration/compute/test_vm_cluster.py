@@ -6,101 +6,15 @@ host's reason."""
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.integration.compute.clusterkit import MARK, Console, PrivateLibvirtds, data, eventually, ok
 from tests.integration.zsdproc import zsctl
-from zsd.testing import libvirtd
-from zsd.testing.devcluster import DevCluster, HostInfo, ZsdExtras
-from zsd.testing.libvirtd import Libvirtd
+from zsd.testing.devcluster import DevCluster
 
 pytestmark = pytest.mark.integration
-
-PREFIX = "zsdt-vmc"
-MARK = "ZSD-GUEST: "
-
-
-class PrivateLibvirtds:
-    """The dev cluster's per-host hook: one private libvirtd per host, in that host's
-    network namespace, started before its zsd (and kept across zsd restarts)."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-        self.by_host: dict[str, Libvirtd] = {}
-
-    def __call__(self, dc: DevCluster, host: HostInfo) -> ZsdExtras:
-        if host.name not in self.by_host:
-            root = self._root / host.name
-            root.mkdir(parents=True, exist_ok=True)
-            self.by_host[host.name] = libvirtd.start(
-                root, mask_kvm=True, netns=host.netns, listen_address=host.address
-            )
-        return ZsdExtras(args=("--set", f"hypervisor.libvirt_uri={self.by_host[host.name].uri}"))
-
-    def stop(self) -> None:
-        for instance in self.by_host.values():
-            libvirtd.stop(instance)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[DevCluster, PrivateLibvirtds]]:
-    hook = PrivateLibvirtds(tmp_path / "libvirt")
-    # The private libvirtds take migrations over plain TCP (production: qemu+tls).
-    dc = DevCluster(
-        state_dir=tmp_path / "dc",
-        prefix=PREFIX,
-        hook=hook,
-        zsd_set=["hypervisor.migration_uri=qemu+tcp://{address}/system"],
-    )
-    try:
-        dc.up(2)
-        yield dc, hook
-    finally:
-        dc.down()
-        hook.stop()
-
-
-def ok(dc: DevCluster, host: str, *args: str) -> str:
-    done = zsctl(dc.host(host).endpoint_unix, *args, timeout=180)
-    assert done.returncode == 0, f"zsctl on {host} {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def data(dc: DevCluster, host: str, *args: str) -> Any:
-    return json.loads(ok(dc, host, "-o", "json", *args))
-
-
-def eventually(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.5)
-
-
-class Console:
-    """Markers on a VM's console (through any host), found in order."""
-
-    def __init__(self, dc: DevCluster, host: str, vm: str) -> None:
-        self._dc, self._host, self._vm, self._pos = dc, host, vm, 0
-
-    def expect(self, marker: str, timeout: float = 120.0) -> None:
-        def seen() -> bool:
-            text = ok(self._dc, self._host, "vm", "console", self._vm)
-            index = text.find(MARK + marker, self._pos)
-            if index < 0:
-                return False
-            self._pos = index + 1
-            return True
-
-        eventually(seen, timeout)
 
 
 def test_placement_routing_and_refusal(

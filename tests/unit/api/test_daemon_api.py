@@ -28,6 +28,8 @@ from zsd.v1 import (
     host_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
+    scheduling_pb2,
+    scheduling_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -200,6 +202,21 @@ async def test_cluster_of_one(daemon: Running) -> None:
     assert [m.host for m in c.members] == ["hosts/node1"]
     assert c.members[0].state == cluster_pb2.ClusterMember.ALIVE
     assert c.leader.host == "hosts/node1" and c.leader.epoch == 1
+
+
+async def test_scheduling_policies_need_cluster_membership(daemon: Running) -> None:
+    # Policies live in cluster.db; this zsd runs without membership (no sanlock here).
+    stub = scheduling_pb2_grpc.SchedulingServiceStub(daemon.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        await daemon.call(lambda: stub.ListSchedulingPolicies(scheduling_pb2.ListSchedulingPoliciesRequest()))
+    assert details(info.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_A_MEMBER")
+    # A malformed request is refused for what it is first, naming the field.
+    bad = scheduling_pb2.CreateSchedulingPolicyRequest(
+        policy_id="x", policy=scheduling_pb2.SchedulingPolicy()
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        await daemon.call(lambda: stub.CreateSchedulingPolicy(bad))
+    assert details(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "policy.kind")
 
 
 async def test_refresh_operation_with_request_id(daemon: Running) -> None:

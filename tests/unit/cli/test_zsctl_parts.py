@@ -425,7 +425,13 @@ class InterruptedOperations:
 
 def test_ctrl_c_while_waiting_says_how_to_resume() -> None:
     api = Api(
-        hosts=None, cluster=None, operations=InterruptedOperations(), storage=None, vms=None, timeout=1.0
+        hosts=None,
+        cluster=None,
+        operations=InterruptedOperations(),
+        storage=None,
+        vms=None,
+        scheduling=None,
+        timeout=1.0,
     )  # type: ignore[arg-type]
     err = io.StringIO()
     console = Console(out=io.StringIO(), err=err, fmt="table", err_tty=False, now=lambda: NOW)
@@ -489,7 +495,9 @@ class InterruptedWatch:
 
 def test_ctrl_c_while_watching_cancels_the_call_and_says_how_to_resume() -> None:
     watch = InterruptedWatch()
-    api = Api(hosts=None, cluster=watch, operations=None, storage=None, vms=None, timeout=1.0)  # type: ignore[arg-type]
+    api = Api(
+        hosts=None, cluster=watch, operations=None, storage=None, vms=None, scheduling=None, timeout=1.0
+    )  # type: ignore[arg-type]
     out, err = io.StringIO(), io.StringIO()
     console = Console(out=out, err=err, fmt="table", err_tty=False, now=lambda: NOW)
     args = argparse.Namespace(collections=["hosts"], from_revision=0)

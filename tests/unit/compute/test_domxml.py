@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -71,9 +72,21 @@ def _q35_vm() -> VmSpec:
     )
 
 
+def _ha_vm() -> VmSpec:
+    """An HA VM with its sanlock VM lease (libvirt acquires it before QEMU starts)."""
+    return replace(
+        _bios_vm(),
+        name="ha-1",
+        ha=True,
+        lease_lockspace="zsd",
+        lease_path=f"/shared/cluster/leases/vms/{UID}",
+    )
+
+
 CASES = {
     "bios_virtio": (_bios_vm, "kvm", True),
     "q35_uefi_mixed": (_q35_vm, "qemu", False),
+    "ha_lease": (_ha_vm, "kvm", True),
 }
 
 
