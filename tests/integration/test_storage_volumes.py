@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -266,6 +266,44 @@ async def test_cancelled_flatten_leaves_a_working_linked_volume(pool: StoragePoo
     assert vol.base is not None and backing_of(pool.volumes.active_path(vol)) is not None
     assert content(pool.volumes.active_path(vol), tmp_path) == expected
     assert leftovers(pool) == [] and len(pool.images.cached()) == 1
+
+
+async def test_an_attached_volume_is_flattened_by_its_holders_copy(pool: StoragePool, tmp_path: Path) -> None:
+    src = make_image(tmp_path / "img.qcow2", 64 * MiB, length=8 * MiB)
+    await pool.images.import_image(name="img", source=ImageSource(path=str(src)))
+    vol = await pool.create_volume(name="v", size=None, image=pool.images.get("img"))
+    await pool.volumes.attach("v", "vms/a")
+    expected = content(pool.volumes.active_path(vol), tmp_path)
+    copied: list[Path] = []
+
+    async def copy(path: Path, progress: Callable[[float], None]) -> None:
+        # What the VM's holder does (here offline, as for a stopped VM).
+        copied.append(path)
+        await QemuImg().rebase(path, None, progress=progress)
+
+    # A copy that fails (or is cancelled) leaves the volume linked and readable.
+    async def broken(path: Path, progress: Callable[[float], None]) -> None:
+        raise FailedPrecondition("the block job failed", reason="TEST")
+
+    with pytest.raises(FailedPrecondition):
+        await pool.flatten_attached("v", broken, progress=lambda _: None)
+    assert pool.volumes.get("v").base is not None and leftovers(pool) == []
+    flat = await pool.flatten_attached("v", copy, progress=lambda _: None)
+    assert copied == [pool.volumes.active_path(vol)]
+    assert (flat.base, flat.attached_to) == (None, ("vms/a",))
+    assert backing_of(pool.volumes.active_path(flat)) is None
+    assert content(pool.volumes.active_path(flat), tmp_path) == expected
+    assert pool.images.cached() == []
+    with pytest.raises(FailedPrecondition) as e:
+        await pool.flatten_attached("v", copy, progress=lambda _: None)
+    assert e.value.reason == "NOT_LINKED"
+    # With snapshots, the holder's pull would merge them: refused.
+    await pool.volumes.detach("v", "vms/a")
+    again = await pool.create_volume(name="w", size=None, image=pool.images.get("img"))
+    await pool.volumes.snapshot("w", "s1")
+    with pytest.raises(FailedPrecondition) as e:
+        await pool.flatten_attached(again.name, copy, progress=lambda _: None)
+    assert e.value.reason == "VOLUME_HAS_SNAPSHOTS"
 
 
 async def test_attached_volumes_refuse_chain_changes(pool: StoragePool) -> None:

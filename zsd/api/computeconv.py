@@ -106,9 +106,11 @@ def create_request(req: compute_pb2.CreateVmRequest) -> CreateRequest:
         if req.root_size_bytes < 0:
             raise InvalidArgument("must not be negative", field="root_size_bytes")
         root = RootDisk(image_pool=image.pool, image=image.image, pool=pool, size=req.root_size_bytes)
-    elif req.root_pool or req.root_size_bytes:
-        raise InvalidArgument("root_pool and root_size_bytes need an image", field="image")
-    return CreateRequest(spec=spec, disks=disks, root=root, start=not req.no_start)
+    elif req.root_pool or req.root_size_bytes or req.flatten_root:
+        raise InvalidArgument("root_pool, root_size_bytes and flatten_root need an image", field="image")
+    return CreateRequest(
+        spec=spec, disks=disks, root=root, start=not req.no_start, flatten_root=req.flatten_root
+    )
 
 
 def _disk_message(disk: DiskSpec) -> compute_pb2.VmDisk:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from google.protobuf import field_mask_pb2
 
-from zsd.v1 import compute_pb2
+from zsd.v1 import compute_pb2, storage_pb2
 
 from ._zsctl_commands import Api, CommandError, Console, collect_pages
 from ._zsctl_output import EMPTY, enum_label
@@ -135,6 +135,7 @@ def cmd_vm_create(args: argparse.Namespace, api: Api, console: Console) -> int:
         root_pool=args.root_pool or "",
         root_size_bytes=args.root_size or 0,
         no_start=args.no_start,
+        flatten_root=args.flatten,
         host="" if not args.host else args.host if args.host.startswith("hosts/") else f"hosts/{args.host}",
         request_id=args.request_id or str(uuid.uuid4()),
     )
@@ -174,6 +175,16 @@ def cmd_vm_migrate(args: argparse.Namespace, api: Api, console: Console) -> int:
         name=vm_name(args.name), host=host, request_id=args.request_id or str(uuid.uuid4())
     )
     return _finish(args, api, console, api.vms.MigrateVm(request, timeout=api.timeout), compute_pb2.Vm)
+
+
+def cmd_vm_capture(args: argparse.Namespace, api: Api, console: Console) -> int:
+    request = compute_pb2.CaptureVmRequest(
+        name=vm_name(args.name),
+        image=child_name(args.image, "images"),
+        description=args.description or "",
+        request_id=args.request_id or str(uuid.uuid4()),
+    )
+    return _finish(args, api, console, api.vms.CaptureVm(request, timeout=api.timeout), storage_pb2.Image)
 
 
 def cmd_vm_evacuate(args: argparse.Namespace, api: Api, console: Console) -> int:
@@ -280,6 +291,13 @@ def add_vm_noun(noun: NounFactory, operation_options: Callable[[argparse.Argumen
     migrate.add_argument("name", metavar="VM")
     migrate.add_argument("--to", metavar="HOST", help="default: the host placement chooses")
     operation_options(migrate)
+    capture = vms.verb(
+        "capture", "full clone: copy a stopped VM's boot disk into a new image", cmd_vm_capture
+    )
+    capture.add_argument("name", metavar="VM")
+    capture.add_argument("image", metavar="POOL/IMAGE")
+    capture.add_argument("--description")
+    operation_options(capture)
     evacuate = vms.verb(
         "evacuate", "move every VM off a host (label it maintenance=true first)", cmd_vm_evacuate
     )
@@ -330,5 +348,10 @@ def _create_options(
     create.add_argument("--group", help="its VM scheduling group")
     create.add_argument("--description")
     create.add_argument("--no-start", action="store_true", help="define only")
+    create.add_argument(
+        "--flatten",
+        action="store_true",
+        help="instant full clone: boot from the linked clone at once, then copy the image in (live)",
+    )
     create.add_argument("--host", help="run it on this host (placement still checks it can)")
     operation_options(create)

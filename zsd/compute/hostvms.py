@@ -16,6 +16,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import trio
 
@@ -23,10 +24,12 @@ from zsd.compute.intents import CreateIntent, IntentLog
 from zsd.compute.runtime import LocalVms, VmStatus
 from zsd.compute.spec import DiskSpec, NicSpec, VmSpec, validate
 from zsd.compute.vmlease import VmLeases
-from zsd.errors import FailedPrecondition, InvalidArgument, NotFound
+from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import validate as storage_validate
 from zsd.storage.host import StorageHost
-from zsd.storage.model import Qos
+from zsd.storage.images import ImageSource
+from zsd.storage.model import ImageRecord, Qos
+from zsd.storage.qemuimg import QemuImg
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,9 @@ class CreateRequest:
     disks: tuple[DiskRequest, ...] = ()
     root: RootDisk | None = None
     start: bool = True
+    flatten_root: bool = False
+    """Instant full clone: once the VM runs from its linked root, copy the image's
+    data into the root until it no longer depends on the image."""
 
 
 def consumer(vm: str) -> str:
@@ -185,7 +191,12 @@ class HostVms:
                     await self._undo(intent)
                 raise
             self._intents.end(spec.name)
-            return status
+        if request.flatten_root and request.root is not None:
+            # After the create: the VM exists and runs whatever happens to the copy.
+            progress(85, "flattening the root volume")
+            await self.flatten_root(spec.name, progress=lambda pct: progress(85 + int(pct * 0.14), None))
+            status = await self.vms.status(spec.name)
+        return status
 
     @contextlib.asynccontextmanager
     async def _creating(self, name: str) -> AsyncIterator[None]:
@@ -350,6 +361,68 @@ class HostVms:
                 with contextlib.suppress(NotFound):
                     await self._storage.pool(pool).delete_volume(volume, force=False)
         return status
+
+    # -- clones ------------------------------------------------------------------
+
+    def _boot_disk(self, status: VmStatus) -> DiskSpec:
+        disks = sorted(status.spec.disks, key=lambda d: (d.boot_order == 0, d.boot_order))
+        if not disks:
+            raise FailedPrecondition(f"VM {status.spec.name} has no disk", reason="NO_DISK")
+        return disks[0]
+
+    async def flatten_root(self, name: str, *, progress: Callable[[float], None]) -> None:
+        """Copies the image's data into the VM's boot volume, live (QEMU's block pull)
+        while it runs, with qemu-img while it is stopped; a VM stopped or started
+        half-way keeps a linked, consistent disk. ``progress`` gets percents."""
+        status = await self.vms.status(name)
+        disk = self._boot_disk(status)
+        pool, volume = disk.volume.split("/", 1)
+
+        async def copy(path: Path, report: Callable[[float], None]) -> None:
+            if (await self.vms.state(name)) in ("running", "paused"):
+                await self.vms.block_pull(name, path, report)
+            else:
+                await QemuImg().rebase(path, None, progress=report)
+
+        await self._storage.pool(pool).flatten_attached(volume, copy, progress=progress)
+
+    async def capture(
+        self, name: str, *, pool: str, image: str, description: str, progress: Callable[[float], None]
+    ) -> ImageRecord:
+        """Full clone: the stopped VM's boot disk (its whole chain) copied into a new
+        image of ``pool``. The copy is made in the pool's own directory, then imported
+        (checked, hashed, recorded) like any image; the VM is not changed. ``progress``
+        gets percents."""
+        status = await self.vms.status(name)
+        if status.state not in ("stopped", "crashed"):
+            raise FailedPrecondition(
+                f"VM {name} is {status.state}: stop it first (its disk must not change during the copy)",
+                field="name",
+                reason=f"VM_{status.state.upper()}",
+            )
+        storage_validate.name(image, field="image")
+        disk = self._boot_disk(status)
+        try:
+            target = self._storage.pool(pool)
+        except NotFound as e:
+            raise NotFound(e.message, field="image", reason="POOL_NOT_FOUND") from None
+        with contextlib.suppress(NotFound):
+            target.images.get(image)
+            raise AlreadyExists(f"image pools/{pool}/images/{image} already exists", field="image")
+        tmp = target.files.tmp / f"capture-{status.spec.uid}.qcow2"
+        try:
+            await QemuImg().convert(
+                Path(disk.path), tmp, source_format=disk.format, progress=lambda pct: progress(0.8 * pct)
+            )
+            return await target.images.import_image(
+                name=image,
+                source=ImageSource(path=str(tmp)),
+                format="qcow2",
+                description=description or f"captured from VM {name} ({status.spec.uid})",
+                progress=lambda pct, _m: progress(80 + pct / 5),
+            )
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # -- devices -----------------------------------------------------------------
 

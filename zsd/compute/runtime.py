@@ -497,6 +497,40 @@ class LocalVms:
         )
         return {k: int(v) for k, v in raw.items() if isinstance(v, int)}
 
+    # -- block jobs --------------------------------------------------------------
+
+    async def block_pull(self, name: str, path: Path, progress: Callable[[float], None]) -> None:
+        """Streams the backing chain of the running VM's disk ``path`` into it (QEMU's
+        block-stream, under the guest) and waits until QEMU has dropped the backing
+        link; ``progress`` gets percents. Cancelling aborts the job: the disk stays
+        linked, as it was."""
+        status = await self.status(name)
+        disk = self._attached(status, str(path))
+        target = disk.target
+
+        def job(conn: Any) -> dict[str, int]:
+            return dict(conn.lookupByName(name).blockJobInfo(target, 0))
+
+        await self._hv.call(
+            f"pulling {target} of VM {name}", lambda c: c.lookupByName(name).blockPull(target, 0, 0)
+        )
+        try:
+            while True:
+                info = await self._hv.call(f"reading the block job on {target} of {name}", job)
+                if not info:
+                    return  # block-stream finished: QEMU removed the job after the switch
+                end = int(info.get("end", 0))
+                if end > 0:
+                    progress(100.0 * int(info.get("cur", 0)) / end)
+                await trio.sleep(0.2)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True), contextlib.suppress(ZsdError):
+                await self._hv.call(
+                    f"aborting the block job on {target} of {name}",
+                    lambda c: c.lookupByName(name).blockJobAbort(target, 0),
+                )
+            raise
+
     # -- moving ------------------------------------------------------------------
 
     async def migrate(

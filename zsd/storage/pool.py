@@ -16,7 +16,7 @@ from zsd.storage.model import Capacity, ImageRecord, Qos, VolumeRecord
 from zsd.storage.pools.base import PoolDriver
 from zsd.storage.pools.files import PoolFiles
 from zsd.storage.qemuimg import ProgressFn, QemuImg
-from zsd.storage.volumes import ReserveFn, VolumeStore
+from zsd.storage.volumes import CopyFn, ReserveFn, VolumeStore
 
 
 class StoragePool:
@@ -141,6 +141,13 @@ class StoragePool:
     async def flatten_volume(self, name: str, *, progress: ProgressFn) -> VolumeRecord:
         before = self.volumes.get(name)
         record = await self.volumes.flatten(name, progress=progress)
+        await self._release(before)
+        return record
+
+    async def flatten_attached(self, name: str, copy: CopyFn, *, progress: ProgressFn) -> VolumeRecord:
+        """``Volumes.flatten_attached``, then the image cache entry is released."""
+        before = self.volumes.get(name)
+        record = await self.volumes.flatten_attached(name, copy, progress=progress)
         await self._release(before)
         return record
 

@@ -40,6 +40,10 @@ ReserveFn = Callable[[int], None]
 """Raises when ``n`` more provisioned bytes would break the pool's capacity limits."""
 
 
+CopyFn = Callable[[Path, ProgressFn], Awaitable[None]]
+"""Streams a linked layer's base into it (the file, and progress 0..1 to report)."""
+
+
 def _no_progress(_: float) -> None:
     pass
 
@@ -320,6 +324,35 @@ class VolumeStore:
             self._journal.end(entry)
             return record
 
+    async def flatten_attached(
+        self, name: str, copy: CopyFn, *, progress: ProgressFn = _no_progress
+    ) -> VolumeRecord:
+        """Flattens a volume a VM holds: ``copy`` (the VM's live block pull, or an offline
+        rebase while it is stopped) streams the image's data into the volume's only
+        layer and drops the backing link last, so stopping half-way leaves the volume
+        linked as it was. A volume with snapshots is refused (the copy would merge
+        them away)."""
+        async with self._locks.hold(f"volume-{name}"):
+            record = self.get(name)
+            if record.base is None:
+                raise FailedPrecondition(f"volume {name!r} is not linked to an image", reason="NOT_LINKED")
+            if len(record.layers) != 1:
+                raise FailedPrecondition(
+                    f"volume {name!r} has snapshots; an attached volume is flattened only without them",
+                    reason="VOLUME_HAS_SNAPSHOTS",
+                )
+            layer = record.layers[0].id
+            entry = self._journal.begin("flatten-attached", name, uid=record.uid, layer=layer)
+            try:
+                await copy(self.layer_path(record, layer), progress)
+            except BaseException:
+                self._journal.end(entry)
+                raise
+            record = replace(record, base=None)
+            self._write(record)
+            self._journal.end(entry)
+            return record
+
     # -- snapshots ---------------------------------------------------------------
 
     async def snapshot(self, name: str, snapshot: str, *, description: str = "") -> SnapshotRecord:
@@ -520,6 +553,13 @@ class VolumeStore:
                 return "completed"
             self.layer_path(current, layer).unlink(missing_ok=True)
             return "rolled back"
+        if entry.verb == "flatten-attached":
+            # The copy belonged to a VM (maybe still running it): only read what it did.
+            info = await self._qemu.info(self.layer_path(current, str(entry.data["layer"])))
+            if info.backing_file is None and current.base is not None:
+                self._write(replace(current, base=None))
+                return "completed"
+            return "rolled back" if current.base is not None else "completed"
         if entry.verb == "flatten":
             if current.base is None:
                 return "completed"

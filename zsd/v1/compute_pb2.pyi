@@ -304,6 +304,7 @@ class CreateVmRequest(_message.Message):
     NO_START_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
+    FLATTEN_ROOT_FIELD_NUMBER: _builtins.int
     vm_id: _builtins.str
     image: _builtins.str
     """When set: a root volume "pools/{root_pool}/volumes/{vm_id}-root" is made as a
@@ -322,6 +323,12 @@ class CreateVmRequest(_message.Message):
     leader places it. VMs with disks on a host's own "default" pool run on the
     host serving the call.
     """
+    flatten_root: _builtins.bool
+    """Instant full clone (needs image): the VM boots at once from its linked clone,
+    then the operation goes on copying the image's data into the root volume (live,
+    under the running guest) until it no longer depends on the image; the
+    operation's progress follows the copy, and it ends when the root is flat.
+    """
     @_builtins.property
     def vm(self) -> Global___Vm:
         """name, uid, host, state, etag are ignored (output only)."""
@@ -337,14 +344,48 @@ class CreateVmRequest(_message.Message):
         no_start: _builtins.bool = ...,
         request_id: _builtins.str = ...,
         host: _builtins.str = ...,
+        flatten_root: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["vm", b"vm"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "image", b"image", "no_start", b"no_start", "request_id", b"request_id", "root_pool", b"root_pool", "root_size_bytes", b"root_size_bytes", "vm", b"vm", "vm_id", b"vm_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flatten_root", b"flatten_root", "host", b"host", "image", b"image", "no_start", b"no_start", "request_id", b"request_id", "root_pool", b"root_pool", "root_size_bytes", b"root_size_bytes", "vm", b"vm", "vm_id", b"vm_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateVmRequest: _TypeAlias = CreateVmRequest  # noqa: Y015
+
+@_typing.final
+class CaptureVmRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"vms/{vm}": a stopped VM."""
+    image: _builtins.str
+    """The new image, "pools/{pool}/images/{image}" (any pool this host has active):
+    a full copy of the VM's boot disk, independent of the VM and its image. New VMs
+    are linked clones of it (cached once per pool they are made on).
+    """
+    description: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        image: _builtins.str = ...,
+        description: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "image", b"image", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaptureVmRequest: _TypeAlias = CaptureVmRequest  # noqa: Y015
 
 @_typing.final
 class UpdateVmRequest(_message.Message):

@@ -90,6 +90,11 @@ class VmServiceStub:
                 request_serializer=zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.SerializeToString,
                 response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
                 _registered_method=True)
+        self.CaptureVm = channel.unary_unary(
+                '/zsd.v1.VmService/CaptureVm',
+                request_serializer=zsd_dot_v1_dot_compute__pb2.CaptureVmRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+                _registered_method=True)
         self.EvacuateHost = channel.unary_unary(
                 '/zsd.v1.VmService/EvacuateHost',
                 request_serializer=zsd_dot_v1_dot_compute__pb2.EvacuateHostRequest.SerializeToString,
@@ -210,6 +215,14 @@ class VmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CaptureVm(self, request, context):
+        """Full clone: the VM's boot disk copied into a new image (the VM must be
+        stopped). Operation response: Image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EvacuateHost(self, request, context):
         """Moves every VM off a host, one by one, each where placement would put it (live
         when running). Runs on that host. Put the host in maintenance first (label
@@ -315,6 +328,11 @@ def add_VmServiceServicer_to_server(servicer, server):
             'MigrateVm': grpc.unary_unary_rpc_method_handler(
                     servicer.MigrateVm,
                     request_deserializer=zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
+            ),
+            'CaptureVm': grpc.unary_unary_rpc_method_handler(
+                    servicer.CaptureVm,
+                    request_deserializer=zsd_dot_v1_dot_compute__pb2.CaptureVmRequest.FromString,
                     response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
             ),
             'EvacuateHost': grpc.unary_unary_rpc_method_handler(
@@ -649,6 +667,33 @@ class VmService:
             target,
             '/zsd.v1.VmService/MigrateVm',
             zsd_dot_v1_dot_compute__pb2.MigrateVmRequest.SerializeToString,
+            zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CaptureVm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.VmService/CaptureVm',
+            zsd_dot_v1_dot_compute__pb2.CaptureVmRequest.SerializeToString,
             zsd_dot_v1_dot_operation__pb2.Operation.FromString,
             options,
             channel_credentials,

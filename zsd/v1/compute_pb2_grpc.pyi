@@ -67,6 +67,10 @@ class VmServiceStub:
     and QoS go with it. Cancelling the operation aborts the move (the VM stays).
     Operation response: Vm.
     """
+    CaptureVm: _grpc.UnaryUnaryMultiCallable[_compute_pb2.CaptureVmRequest, _operation_pb2.Operation]
+    """Full clone: the VM's boot disk copied into a new image (the VM must be
+    stopped). Operation response: Image.
+    """
     EvacuateHost: _grpc.UnaryUnaryMultiCallable[_compute_pb2.EvacuateHostRequest, _operation_pb2.Operation]
     """Moves every VM off a host, one by one, each where placement would put it (live
     when running). Runs on that host. Put the host in maintenance first (label
@@ -116,6 +120,10 @@ class VmServiceAsyncStub(VmServiceStub):
     offline when stopped. Its disks must be on storage both hosts see; NICs, disks
     and QoS go with it. Cancelling the operation aborts the move (the VM stays).
     Operation response: Vm.
+    """
+    CaptureVm: _aio.UnaryUnaryMultiCallable[_compute_pb2.CaptureVmRequest, _operation_pb2.Operation]  # type: ignore[assignment]
+    """Full clone: the VM's boot disk copied into a new image (the VM must be
+    stopped). Operation response: Image.
     """
     EvacuateHost: _aio.UnaryUnaryMultiCallable[_compute_pb2.EvacuateHostRequest, _operation_pb2.Operation]  # type: ignore[assignment]
     """Moves every VM off a host, one by one, each where placement would put it (live
@@ -229,6 +237,16 @@ class VmServiceServicer(metaclass=_abc_1.ABCMeta):
         offline when stopped. Its disks must be on storage both hosts see; NICs, disks
         and QoS go with it. Cancelling the operation aborts the move (the VM stays).
         Operation response: Vm.
+        """
+
+    @_abc_1.abstractmethod
+    def CaptureVm(
+        self,
+        request: _compute_pb2.CaptureVmRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operation_pb2.Operation, _abc.Awaitable[_operation_pb2.Operation]]:
+        """Full clone: the VM's boot disk copied into a new image (the VM must be
+        stopped). Operation response: Image.
         """
 
     @_abc_1.abstractmethod

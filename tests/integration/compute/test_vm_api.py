@@ -179,6 +179,34 @@ def test_vm_flow_from_image_to_delete(
         again.stop()
 
 
+def test_instant_clone_and_full_clone(zsd: ZsdProcess, guest_image: Path) -> None:
+    ok(zsd, "image", "import", "default/guest", "--path", str(guest_image), "--format", "qcow2")
+
+    # Instant full clone: the operation ends only once the root no longer depends on
+    # the image, and the guest booted from it meanwhile keeps running.
+    vm = data(zsd, "vm", "create", "c1", "--image", "default/guest", "--memory", "96M", "--flatten")
+    assert vm["state"] == "RUNNING"
+    root = data(zsd, "volume", "show", "default/c1-root")
+    assert (root["linked"], root["attached_to"]) == (False, ["vms/c1"])
+    console = Console(zsd, "c1")
+    console.expect("booted")
+    console.expect("ready")
+    assert data(zsd, "vm", "show", "c1")["state"] == "RUNNING"
+    assert data(zsd, "volume", "show", "default/c1-root")["image"] == ""
+
+    # Full clone: only a stopped VM; the image is self-contained, and a VM made from it
+    # boots the same guest.
+    assert "VM_RUNNING" in refused(zsd, "vm", "capture", "c1", "default/golden")
+    ok(zsd, "vm", "stop", "c1", "--force")
+    image = data(zsd, "vm", "capture", "c1", "default/golden")
+    assert image["name"] == "pools/default/images/golden" and image["format"] == "QCOW2"
+    assert "ALREADY_EXISTS" in refused(zsd, "vm", "capture", "c1", "default/golden")
+    ok(zsd, "image", "delete", "default/guest")  # the clone depends on neither the image nor c1
+    ok(zsd, "vm", "delete", "c1", "--volumes")
+    data(zsd, "vm", "create", "c2", "--image", "default/golden", "--memory", "96M")
+    Console(zsd, "c2").expect("booted")
+
+
 def test_bad_input_and_failures_leave_nothing_behind(zsd: ZsdProcess, private_libvirtd: Libvirtd) -> None:
     def volumes() -> list[str]:
         return [v["name"] for v in data(zsd, "volume", "list", "--pool", "default")]

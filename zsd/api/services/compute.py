@@ -19,7 +19,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from zsd.api import computeconv, paging
+from zsd.api import computeconv, paging, storageconv, storagenames
 from zsd.api.gateway import Gateway, abort
 from zsd.api.names import host_id
 from zsd.api.names import request_id as check_request_id
@@ -32,7 +32,7 @@ from zsd.compute.scheduler import Demand, Scheduler
 from zsd.compute.spec import validate
 from zsd.errors import Conflict, FailedPrecondition, InvalidArgument, ZsdError
 from zsd.storage.host import DEFAULT_POOL
-from zsd.v1 import compute_pb2, compute_pb2_grpc, operation_pb2
+from zsd.v1 import compute_pb2, compute_pb2_grpc, operation_pb2, storage_pb2
 
 Ctx = grpc.aio.ServicerContext[object, object]
 R = TypeVar("R", bound=Message)
@@ -372,6 +372,40 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
 
             return await self._operation(
                 verb="MigrateVm", target=f"vms/{name}", request_id=req.request_id, job=job
+            )
+
+        return await self._gw.handle(context, run, request)
+
+    async def CaptureVm(self, request: compute_pb2.CaptureVmRequest, context: Ctx) -> operation_pb2.Operation:
+        async def run(req: compute_pb2.CaptureVmRequest) -> operation_pb2.Operation:
+            name = computeconv.vm_id(req.name)
+            image = storagenames.parse(req.image, "image", field="image")
+            check_request_id(req.request_id)
+            routed = await self._route(context, name, "CaptureVm", req, operation_pb2.Operation.FromString)
+            if routed is not None:
+                return routed
+            # Refused on the call, not in the operation: a running VM, a taken name.
+            status = await self._gw.trio(context, lambda: self._vms.vms.status(name))
+            if status.state not in ("stopped", "crashed"):
+                raise FailedPrecondition(
+                    f"VM {name} is {status.state}: stop it first (its disk must not change during the copy)",
+                    field="name",
+                    reason=f"VM_{status.state.upper()}",
+                )
+
+            async def job(progress: Progress) -> storage_pb2.Image:
+                progress(0, f"copying the boot disk of {name}")
+                record = await self._vms.capture(
+                    name,
+                    pool=image.pool,
+                    image=image.image,
+                    description=req.description,
+                    progress=lambda pct: progress(min(99, int(pct)), None),
+                )
+                return storageconv.image(image.pool, record)
+
+            return await self._operation(
+                verb="CaptureVm", target=f"vms/{name}", request_id=req.request_id, job=job
             )
 
         return await self._gw.handle(context, run, request)
