@@ -113,7 +113,11 @@ class Hypervisor:
     every domain; if zsd falls behind, the oldest are dropped and ``missed`` says so
     (a reconciler then re-reads all states)."""
 
-    def __init__(self, uri: str, *, max_threads: int = 8, event_buffer: int = 1024) -> None:
+    def __init__(self, uri: str, *, max_threads: int = 4, event_buffer: int = 1024) -> None:
+        """``max_threads``: calls in flight on the one connection. libvirtd serves at
+        most max_client_requests (default 5) per client and stops reading beyond that,
+        so a burst of more calls starves the keepalive and libvirtd drops the
+        connection (seen with 20 parallel creates): stay below it."""
         self.uri = uri
         self._limiter = trio.CapacityLimiter(max_threads)
         self._conn: Any = None
