@@ -108,6 +108,21 @@ def host_without_uptime(rec: HostRecord) -> host_pb2.Host:
             )
             for n in f.nics
         ],
+        pci_devices=[
+            host_pb2.PciDevice(
+                address=d.address,
+                vendor=d.vendor,
+                device=d.device,
+                pci_class=d.pci_class,
+                driver=d.driver,
+                numa_node=d.numa_node,
+                iommu_group=-1 if d.iommu_group is None else d.iommu_group,
+                total_vfs=d.total_vfs,
+                num_vfs=d.num_vfs,
+                physfn=d.physfn,
+            )
+            for d in f.pci_devices
+        ],
         zsd_version=rec.zsd_version,
         boot_time=timestamp(f.boot_time),
         kernel=f.kernel,

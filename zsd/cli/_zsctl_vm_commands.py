@@ -120,6 +120,7 @@ def cmd_vm_create(args: argparse.Namespace, api: Api, console: Console) -> int:
         disks=args.disk or [],
         nics=args.nic or [],
         ha=args.ha,
+        hostdevs=args.hostdev or [],
         group=args.group or "",
         description=args.description or "",
     )
@@ -345,6 +346,9 @@ def _create_options(
         "--nic", type=nic_argument, action="append", metavar="bridge=BR[,model=M,mac=MAC,...]|-"
     )
     create.add_argument("--ha", action="store_true", help="restart it elsewhere when its host dies")
+    create.add_argument(
+        "--hostdev", action="append", metavar="DDDD:BB:SS.F", help="pass a host PCI device or VF through"
+    )
     create.add_argument("--group", help="its VM scheduling group")
     create.add_argument("--description")
     create.add_argument("--no-start", action="store_true", help="define only")

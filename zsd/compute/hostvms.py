@@ -20,11 +20,13 @@ from pathlib import Path
 
 import trio
 
+from zsd.compute import pciassign
 from zsd.compute.intents import CreateIntent, IntentLog
 from zsd.compute.runtime import LocalVms, VmStatus
 from zsd.compute.spec import DiskSpec, NicSpec, VmSpec, validate
 from zsd.compute.vmlease import VmLeases
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from zsd.host import pci
 from zsd.storage import validate as storage_validate
 from zsd.storage.host import StorageHost
 from zsd.storage.images import ImageSource
@@ -94,13 +96,21 @@ def random_mac() -> str:
 
 class HostVms:
     def __init__(
-        self, *, vms: LocalVms, storage: StorageHost, intents: IntentLog, leases: VmLeases | None = None
+        self,
+        *,
+        vms: LocalVms,
+        storage: StorageHost,
+        intents: IntentLog,
+        leases: VmLeases | None = None,
+        sysfs: Path = pci.SYS,
     ) -> None:
-        """``leases``: when this host's libvirt holds VM leases (HA VMs get one)."""
+        """``leases``: when this host's libvirt holds VM leases (HA VMs get one);
+        ``sysfs``: where the host's PCI devices are read (passthrough)."""
         self.vms = vms
         self._storage = storage
         self._intents = intents
         self._leases = leases
+        self._sysfs = sysfs
         self._busy: set[str] = set()
 
     @property
@@ -175,6 +185,8 @@ class HostVms:
                 raise FailedPrecondition(
                     f"VM {spec.name!r} already exists on this host", field="vm_id", reason="VM_EXISTS"
                 )
+            if spec.hostdevs:
+                await self._check_hostdevs(spec)
             disks = [self._disk(d, index=i, vm=spec.name) for i, d in enumerate(request.disks)]
             root_ref = self._check_root(spec, request.root) if request.root is not None else ""
             intent = CreateIntent(
@@ -197,6 +209,13 @@ class HostVms:
             await self.flatten_root(spec.name, progress=lambda pct: progress(85 + int(pct * 0.14), None))
             status = await self.vms.status(spec.name)
         return status
+
+    async def _check_hostdevs(self, spec: VmSpec) -> None:
+        """Each PCI device is one VM's (the VMs defined here say which), with its whole
+        IOMMU group free for it."""
+        held = {address: s.spec.name for s in self.vms.summary for address in s.spec.hostdevs}
+        inventory = await trio.to_thread.run_sync(lambda: pci.inventory(sysfs=self._sysfs))
+        pciassign.check(spec.name, spec.hostdevs, inventory, held)
 
     @contextlib.asynccontextmanager
     async def _creating(self, name: str) -> AsyncIterator[None]:

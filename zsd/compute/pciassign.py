@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from zsd.compute.pci import PciDevice
 from zsd.errors import FailedPrecondition, NotFound
+from zsd.host.pci import PciDevice
 
 _FREE_DRIVERS = ("", "vfio-pci", "pci-stub")
 

@@ -16,8 +16,8 @@ from typing import TypeVar
 import psutil
 import trio
 
-from zsd.errors import InvalidArgument
-from zsd.host import devices, sysinfo
+from zsd.errors import InvalidArgument, ZsdError
+from zsd.host import devices, pci, sysinfo
 from zsd.host.kvmprobe import ChildProcessKvmProber, KvmProber, KvmProbeResult
 from zsd.host.libvirtinfo import LibvirtConnectionSource, LibvirtInfo, LibvirtInfoSource
 from zsd.host.model import (
@@ -30,6 +30,7 @@ from zsd.host.model import (
     NicFacts,
     NumaNodeFacts,
 )
+from zsd.host.pci import PciDevice
 
 HYPERVISOR_MODES = ("auto", "kvm", "qemu")
 # The probe child gets its own timeout; this margin covers interpreter start-up
@@ -54,6 +55,15 @@ class MachineFacts:
     os: str
     boot_time: float
     problems: tuple[str, ...] = ()
+    pci_devices: tuple[PciDevice, ...] = ()
+
+
+def _pci(sysfs: Path, problems: list[str]) -> tuple[PciDevice, ...]:
+    try:
+        return tuple(pci.inventory(sysfs=sysfs))
+    except ZsdError as e:
+        problems.append(f"PCI devices not read: {e.message}")
+        return ()
 
 
 def read_machine(
@@ -74,6 +84,7 @@ def read_machine(
         kernel=sysinfo.read_kernel(procfs=procfs, problems=problems),
         os=sysinfo.read_os(os_release=os_release, problems=problems),
         boot_time=sysinfo.read_boot_time(procfs=procfs, problems=problems),
+        pci_devices=_pci(sysfs, problems),
         problems=tuple(problems),
     )
 
@@ -196,6 +207,7 @@ class FactsCollector:
             boot_time=machine.boot_time,
             collected_at=collected_at,
             problems=machine.problems + hypervisor_problems,
+            pci_devices=machine.pci_devices,
         )
 
     def _read_machine(self) -> MachineFacts:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from zsd.host.pci import PciDevice
+
 
 class HypervisorKind(enum.Enum):
     KVM = "kvm"
@@ -85,3 +87,4 @@ class HostFacts:
     collected_at: float
     # Human-readable problems found while collecting (e.g. "libvirtd not reachable").
     problems: tuple[str, ...] = ()
+    pci_devices: tuple[PciDevice, ...] = ()

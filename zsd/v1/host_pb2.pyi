@@ -171,6 +171,7 @@ class Host(_message.Message):
     POOLS_FIELD_NUMBER: _builtins.int
     VMS_FIELD_NUMBER: _builtins.int
     COMPUTE_FIELD_NUMBER: _builtins.int
+    PCI_DEVICES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"hosts/{host}"; {host} is the host's name (an RFC 1123 label)."""
     host_id: _builtins.int
@@ -235,6 +236,10 @@ class Host(_message.Message):
     def compute(self) -> Global___HostCompute:
         """Where peers send VMs to this host."""
 
+    @_builtins.property
+    def pci_devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___PciDevice]:
+        """PCI functions, for passthrough (from sysfs)."""
+
     def __init__(
         self,
         *,
@@ -263,14 +268,66 @@ class Host(_message.Message):
         pools: _abc.Iterable[Global___HostPool] | None = ...,
         vms: _abc.Iterable[Global___HostVm] | None = ...,
         compute: Global___HostCompute | None = ...,
+        pci_devices: _abc.Iterable[Global___PciDevice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["boot_time", b"boot_time", "compute", b"compute", "cpu", b"cpu", "hypervisor", b"hypervisor", "memory", b"memory", "refresh_time", b"refresh_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "compute", b"compute", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "vms", b"vms", "zsd_version", b"zsd_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "boot_time", b"boot_time", "compute", b"compute", "cpu", b"cpu", "disks", b"disks", "etag", b"etag", "gossip_state", b"gossip_state", "host_id", b"host_id", "hypervisor", b"hypervisor", "kernel", b"kernel", "labels", b"labels", "lease_state", b"lease_state", "memory", b"memory", "name", b"name", "nics", b"nics", "numa_nodes", b"numa_nodes", "os", b"os", "pci_devices", b"pci_devices", "pools", b"pools", "refresh_time", b"refresh_time", "state", b"state", "state_reasons", b"state_reasons", "uid", b"uid", "uptime", b"uptime", "vms", b"vms", "zsd_version", b"zsd_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Host: _TypeAlias = Host  # noqa: Y015
+
+@_typing.final
+class PciDevice(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    VENDOR_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    PCI_CLASS_FIELD_NUMBER: _builtins.int
+    DRIVER_FIELD_NUMBER: _builtins.int
+    NUMA_NODE_FIELD_NUMBER: _builtins.int
+    IOMMU_GROUP_FIELD_NUMBER: _builtins.int
+    TOTAL_VFS_FIELD_NUMBER: _builtins.int
+    NUM_VFS_FIELD_NUMBER: _builtins.int
+    PHYSFN_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    """"DDDD:BB:SS.F"."""
+    vendor: _builtins.str
+    device: _builtins.str
+    pci_class: _builtins.str
+    driver: _builtins.str
+    """Bound driver ("vfio-pci", ...); empty when unbound."""
+    numa_node: _builtins.int
+    iommu_group: _builtins.int
+    """-1: no IOMMU group (IOMMU off): cannot be passed through."""
+    total_vfs: _builtins.int
+    """SR-IOV physical function: the most VFs it can have, and how many are enabled."""
+    num_vfs: _builtins.int
+    physfn: _builtins.str
+    """SR-IOV virtual function: its PF's address."""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        vendor: _builtins.str = ...,
+        device: _builtins.str = ...,
+        pci_class: _builtins.str = ...,
+        driver: _builtins.str = ...,
+        numa_node: _builtins.int = ...,
+        iommu_group: _builtins.int = ...,
+        total_vfs: _builtins.int = ...,
+        num_vfs: _builtins.int = ...,
+        physfn: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "device", b"device", "driver", b"driver", "iommu_group", b"iommu_group", "num_vfs", b"num_vfs", "numa_node", b"numa_node", "pci_class", b"pci_class", "physfn", b"physfn", "total_vfs", b"total_vfs", "vendor", b"vendor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PciDevice: _TypeAlias = PciDevice  # noqa: Y015
 
 @_typing.final
 class HostCompute(_message.Message):

@@ -223,6 +223,10 @@ def test_bad_input_and_failures_leave_nothing_behind(zsd: ZsdProcess, private_li
         zsd, "vm", "create", "inj", "--nic", "bridge=br0'/><x", "--no-start"
     )
     assert "NOT_A_MEMBER" in refused(zsd, "vm", "create", "far", "--host", "other", "--no-start")
+    # Passthrough of a device this host does not have (this machine has no such hardware).
+    stderr = refused(zsd, "vm", "create", "pt", "--hostdev", "0000:99:1f.7", "--no-start")
+    assert "PCI_DEVICE_NOT_FOUND" in stderr and "vm.hostdevs[0]" in stderr
+    assert "field: vm.hostdevs[0]" in refused(zsd, "vm", "create", "pt", "--hostdev", "99:1f.7", "--no-start")
     assert data(zsd, "vm", "list") == []
     assert volumes() == before
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from zsd.compute import pci, pciassign
+from zsd.compute import pciassign
 from zsd.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from zsd.host import pci
 from zsd.testing.fakesysfs import FakeSysfs
 
 PF = "0000:3b:00.0"

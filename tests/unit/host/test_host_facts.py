@@ -13,6 +13,8 @@ import pytest
 import trio
 
 from tests.unit.host.conftest import EXPECTED_DISKS, FakeHost
+from zsd.api import convert
+from zsd.cluster.local import HostRecord, HostState
 from zsd.errors import InvalidArgument
 from zsd.host.facts import FactsCollector, default_collector
 from zsd.host.fakes import StaticKvmProber, StaticLibvirtInfo
@@ -27,6 +29,7 @@ from zsd.host.model import (
     NicFacts,
     NumaNodeFacts,
 )
+from zsd.testing.fakesysfs import FakeSysfs
 
 USABLE = KvmProbeResult(usable=True, reason="guest ran under KVM")
 UNUSABLE = KvmProbeResult(usable=False, reason="unexpected exit reason 17")
@@ -232,3 +235,36 @@ async def test_no_kvm_device_means_qemu_without_a_problem(fake_host: FakeHost) -
     assert facts.hypervisor.kind is HypervisorKind.QEMU
     assert facts.hypervisor.reason == "KVM not usable (no /dev/kvm); using TCG"
     assert facts.problems == ()
+
+
+async def test_pci_devices_are_part_of_the_inventory(fake_host: FakeHost) -> None:
+    sysfs = FakeSysfs(fake_host.sysfs)
+    sysfs.add("0000:3b:00.0", driver="ixgbe", iommu_group=30, total_vfs=8, num_vfs=1)
+    sysfs.add("0000:3b:10.0", driver="vfio-pci", iommu_group=31, physfn="0000:3b:00.0")
+
+    facts = await _collector(fake_host).collect()
+
+    assert [(d.address, d.is_pf, d.is_vf, d.iommu_group) for d in facts.pci_devices] == [
+        ("0000:3b:00.0", True, False, 30),
+        ("0000:3b:10.0", False, True, 31),
+    ]
+    record = HostRecord(
+        name="h1",
+        host_id=1,
+        uid="u",
+        address="192.0.2.1",
+        state=HostState.READY,
+        state_reasons=(),
+        facts=facts,
+        zsd_version="0",
+        started_at=0.0,
+    )
+    message = convert.host(record, now=1.0)
+    assert [(d.address, d.total_vfs, d.num_vfs, d.physfn, d.iommu_group) for d in message.pci_devices] == [
+        ("0000:3b:00.0", 8, 1, "", 30),
+        ("0000:3b:10.0", 0, 0, "0000:3b:00.0", 31),
+    ]
+    # A damaged entry is a problem to report, not a failed inventory.
+    (sysfs.device_dir("0000:3b:00.0") / "sriov_numvfs").write_text("?\n")
+    damaged = await _collector(fake_host).collect()
+    assert damaged.pci_devices == () and any("PCI devices not read" in p for p in damaged.problems)
