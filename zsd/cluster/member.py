@@ -36,6 +36,9 @@ from zsd.v1 import host_pb2
 log = logging.getLogger(__name__)
 
 REPORT_INTERVAL = 2.0
+REFUSED_FOR = 5.0
+"""Seconds of the leader refusing this host's certificate before it counts as removed
+(a new leader's copy can lag a join by a moment; a removal is for good)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,11 +192,18 @@ class MemberRuntime:
         await trio.to_thread.run_sync(call)
 
     async def _watch_removal(self) -> None:
+        """Leaves once this host's record is gone from the copy after it was seen there,
+        or the leader has refused this host's certificate for REFUSED_FOR seconds."""
         replica = self.control.replica
         await replica.synced.wait()
         seen = False
         while True:
             present = replica.cache.get(KIND_HOST, self._settings.host_name) is not None
+            refused = replica.refused_since
+            if refused is not None and trio.current_time() - refused >= REFUSED_FOR:
+                # The leader has long refused our certificate: we were removed while
+                # our feed was down, so the copy never showed it.
+                present = False
             if present:
                 seen = True
             elif seen:

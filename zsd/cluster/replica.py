@@ -26,7 +26,7 @@ import trio
 from zsd.cluster.leadership import LeadershipState
 from zsd.cluster.peerclient import PeerTarget
 from zsd.cluster.store import ChangeSet, ResyncRequired, RevisionGap, Snapshot, StateCache
-from zsd.errors import FailedPrecondition, Unavailable, ZsdError
+from zsd.errors import FailedPrecondition, PermissionDenied, Unavailable, ZsdError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ class Replica:
         self._want_snapshot = False
         self.synced = trio.Event()
         """Set once the copy has caught up with a leader for the first time."""
+        self.refused_since: float | None = None
+        """trio time since which the leader keeps refusing this host's certificate (it
+        is no member there); None while the feed is served. A host whose feed broke
+        just as it was removed learns of its removal this way, not from the copy."""
 
     @property
     def revision(self) -> int:
@@ -94,6 +98,9 @@ class Replica:
             else:
                 await trio.sleep_forever()  # nobody leads: wait for a change
         except ZsdError as e:
+            refused = isinstance(e, PermissionDenied) and e.field == "certificate"
+            if refused and self.refused_since is None:
+                self.refused_since = trio.current_time()
             log.info("state feed interrupted (%s); retrying in %.1f s", e, self._retry)
             await trio.sleep(self._retry)
 
@@ -119,6 +126,7 @@ class Replica:
         feed = self._open_feed(target, self.cache.revision, snapshot)
         async with contextlib.aclosing(feed):
             async for event in feed:
+                self.refused_since = None
                 if isinstance(event, Snapshot):
                     self._reset(event)
                 else:

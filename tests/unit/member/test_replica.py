@@ -16,7 +16,7 @@ from zsd.cluster.leadership import LeadershipState
 from zsd.cluster.peerclient import PeerTarget
 from zsd.cluster.replica import Replica
 from zsd.cluster.store import ChangeSet, ClusterDb, Put, Snapshot, StoreService
-from zsd.errors import FailedPrecondition, Unavailable
+from zsd.errors import FailedPrecondition, PermissionDenied, Unavailable
 
 LEADER_A = PeerTarget(endpoint="192.0.2.1:7443", host_name="a")
 LEADER_B = PeerTarget(endpoint="192.0.2.2:7443", host_name="b")
@@ -196,3 +196,38 @@ async def _never(state: LeadershipState) -> PeerTarget | None:
 
 def _no_feed(target: PeerTarget, revision: int, snapshot: bool) -> AsyncGenerator[Snapshot | ChangeSet, None]:
     raise AssertionError("a leader never opens a remote feed")
+
+
+async def test_a_refused_certificate_is_remembered_until_the_feed_serves_again(store: StoreService) -> None:
+    # A host removed while its feed was down never sees its removal in the copy: the
+    # leader's refusal is what tells it (member.py leaves after REFUSED_FOR).
+    feeds = Feeds({LEADER_A: store})
+    refuse = [True]
+
+    async def open_feed(
+        target: PeerTarget, revision: int, snapshot: bool
+    ) -> AsyncGenerator[Snapshot | ChangeSet, None]:
+        if refuse[0]:
+            raise PermissionDenied("hosts/h3 is not a member of this cluster", field="certificate")
+        async for event in feeds.open(target, revision, snapshot):
+            yield event
+
+    async def resolve(state: LeadershipState) -> PeerTarget | None:
+        return LEADER_A
+
+    replica = Replica(
+        leadership=Leadership(following(1)), resolve=resolve, open_feed=open_feed, retry_interval=0.01
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(replica.run)
+        with trio.fail_after(5):
+            while replica.refused_since is None:
+                await trio.sleep(0.01)
+        first = replica.refused_since
+        await trio.sleep(0.05)
+        assert replica.refused_since == first  # since the first refusal, not the latest
+        refuse[0] = False
+        await put(store, "a")
+        await wait_revision(replica, 1)
+        assert replica.refused_since is None
+        nursery.cancel_scope.cancel()
