@@ -11,6 +11,9 @@ from pathlib import Path
 
 
 class FakeSysfs:
+    """A sysfs root (``root``) to pass where code takes ``sysfs=``; devices are added
+    one by one, a PF before its VFs."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self._devices = root / "devices" / "pci0000:00"
@@ -40,6 +43,10 @@ class FakeSysfs:
         num_vfs: int = 0,
         physfn: str = "",
     ) -> Path:
+        """Adds the PCI function ``address``; returns its device directory. ``driver``
+        "": unbound; ``iommu_group`` None: no IOMMU; ``total_vfs`` > 0: an SR-IOV PF
+        (``num_vfs`` enabled now); ``physfn``: a VF of that (already added) PF, which
+        gets the next ``virtfnN`` link."""
         d = self.device_dir(address)
         d.mkdir(parents=True)
         for name, value in (("vendor", vendor), ("device", device), ("class", pci_class)):

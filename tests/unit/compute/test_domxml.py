@@ -83,8 +83,14 @@ def _ha_vm() -> VmSpec:
     )
 
 
+def _hostdev_vm() -> VmSpec:
+    """PCI passthrough on q35: an SR-IOV VF (a NIC's) and a whole device (a GPU)."""
+    return replace(_bios_vm(), name="gpu-1", machine="q35", hostdevs=("0000:3b:10.2", "0000:af:00.0"))
+
+
 CASES = {
     "bios_virtio": (_bios_vm, "kvm", True),
+    "hostdev_vf_gpu": (_hostdev_vm, "kvm", True),
     "q35_uefi_mixed": (_q35_vm, "qemu", False),
     "ha_lease": (_ha_vm, "kvm", True),
 }

@@ -1,15 +1,15 @@
-"""PCI passthrough against a fake sysfs tree: the tree's own layout (as the kernel
-lays out /sys), the inventory read from it, enabling VFs, and exclusive assignment
-with VFIO's IOMMU-group rule."""
+"""The host PCI inventory read from a fake sysfs tree (PF, VFs, IOMMU groups, no
+IOMMU, damaged files), and enabling VFs the way the kernel requires. The tree's own
+layout is tested in test_fakesysfs, assignment rules in test_pciassign."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
-from zsd.compute import pciassign
 from zsd.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from zsd.host import pci
 from zsd.testing.fakesysfs import FakeSysfs
@@ -32,111 +32,150 @@ def sysfs(tmp_path: Path) -> FakeSysfs:
     return fake
 
 
-def test_the_fake_tree_is_laid_out_like_the_kernels(sysfs: FakeSysfs) -> None:
-    root = sysfs.root
-    bus = root / "bus/pci/devices" / VF0
-    assert bus.is_symlink() and bus.resolve() == (root / "devices/pci0000:00" / VF0).resolve()
-    assert (bus / "driver").resolve() == (root / "bus/pci/drivers/vfio-pci").resolve()
-    assert (bus / "iommu_group").resolve() == (root / "kernel/iommu_groups/31").resolve()
-    assert (root / "kernel/iommu_groups/40/devices" / GPU_AUDIO).resolve() == bus.parent.joinpath(
-        GPU_AUDIO
-    ).resolve()
-    assert (bus / "physfn").resolve().name == PF
-    pf = root / "bus/pci/devices" / PF
-    assert sorted(os.readlink(v).rsplit("/", 1)[-1] for v in pf.glob("virtfn*")) == [VF0, VF1]
-    assert (pf / "sriov_totalvfs").read_text() == "8\n" and (pf / "class").read_text() == "0x020000\n"
-
-
 def test_inventory(sysfs: FakeSysfs) -> None:
     devices = {d.address: d for d in pci.inventory(sysfs=sysfs.root)}
-    assert sorted(devices) == sorted([PF, VF0, VF1, GPU, GPU_AUDIO, NIC])
+    assert list(devices) == sorted([PF, VF0, VF1, GPU, GPU_AUDIO, NIC])  # by address
     pf = devices[PF]
-    assert (pf.is_pf, pf.total_vfs, pf.num_vfs, pf.driver, pf.iommu_group, pf.numa_node) == (
+    assert (pf.is_pf, pf.is_vf, pf.total_vfs, pf.num_vfs, pf.driver, pf.iommu_group, pf.numa_node) == (
         True,
+        False,
         8,
         2,
         "ixgbe",
         30,
         1,
     )
-    assert (devices[VF0].is_vf, devices[VF0].physfn, devices[VF0].driver) == (True, PF, "vfio-pci")
-    assert (devices[GPU].vendor, devices[GPU].pci_class) == ("0x10de", "0x030200")
-    assert devices[NIC].iommu_group is None and not devices[NIC].is_pf
+    vf = devices[VF0]
+    assert (vf.is_vf, vf.is_pf, vf.physfn, vf.driver, vf.device, vf.iommu_group) == (
+        True,
+        False,
+        PF,
+        "vfio-pci",
+        "0x10ed",
+        31,
+    )
+    gpu = devices[GPU]
+    assert (gpu.vendor, gpu.device, gpu.pci_class, gpu.iommu_group) == ("0x10de", "0x1eb8", "0x030200", 40)
+    assert devices[GPU_AUDIO].iommu_group == 40  # the same group: VFIO hands both over or neither
+
+
+def test_no_iommu_and_no_driver(sysfs: FakeSysfs) -> None:
+    sysfs.add("0000:03:00.0")  # unbound, no IOMMU
+    devices = {d.address: d for d in pci.inventory(sysfs=sysfs.root)}
+    assert (devices[NIC].iommu_group, devices[NIC].is_pf, devices[NIC].is_vf) == (None, False, False)
+    assert (devices["0000:03:00.0"].driver, devices["0000:03:00.0"].iommu_group) == ("", None)
+
+
+def test_a_host_without_pci_has_none(sysfs: FakeSysfs) -> None:
     assert pci.inventory(sysfs=sysfs.root / "nowhere") == []
 
 
-def test_malformed_sysfs_is_a_clear_error(sysfs: FakeSysfs) -> None:
-    (sysfs.device_dir(PF) / "sriov_numvfs").write_text("lots\n")
-    with pytest.raises(Internal, match="sriov_numvfs holds 'lots'"):
+def test_entries_that_are_not_addresses_are_skipped(sysfs: FakeSysfs) -> None:
+    (sysfs.root / "bus/pci/devices/README").write_text("not a device\n")
+    assert len(pci.inventory(sysfs=sysfs.root)) == 6
+
+
+def test_numa_node_defaults_to_none_known(sysfs: FakeSysfs) -> None:
+    (sysfs.device_dir(NIC) / "numa_node").unlink()
+    assert pci.device(NIC, sysfs=sysfs.root).numa_node == -1
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        pytest.param(
+            lambda d: (d / "sriov_numvfs").write_text("lots\n"), "sriov_numvfs holds 'lots'", id="numvfs"
+        ),
+        pytest.param(
+            lambda d: (d / "sriov_totalvfs").write_text("\n"),
+            "sriov_totalvfs holds '', not a number",
+            id="totalvfs",
+        ),
+        pytest.param(lambda d: (d / "numa_node").write_text("zero\n"), "numa_node holds 'zero'", id="numa"),
+        pytest.param(lambda d: (d / "vendor").unlink(), "vendor is missing", id="vendor"),
+        pytest.param(lambda d: (d / "class").unlink(), "class is missing", id="class"),
+        pytest.param(
+            lambda d: ((d / "iommu_group").unlink(), os.symlink("../nowhere/group-x", d / "iommu_group")),
+            "points to 'group-x', not a group number",
+            id="iommu_group",
+        ),
+    ],
+)
+def test_damaged_sysfs_is_a_clear_error(sysfs: FakeSysfs, damage: object, says: str) -> None:
+    damage(sysfs.device_dir(PF))  # type: ignore[operator]
+    with pytest.raises(Internal, match=says) as raised:
         pci.device(PF, sysfs=sysfs.root)
-    (sysfs.device_dir(NIC) / "vendor").unlink()
-    with pytest.raises(Internal, match="vendor is missing"):
-        pci.device(NIC, sysfs=sysfs.root)
+    assert PF in raised.value.message  # which device's file it was
+    with pytest.raises(Internal, match=says):
+        pci.inventory(sysfs=sysfs.root)
+
+
+def test_an_unknown_device_is_not_found(sysfs: FakeSysfs) -> None:
     with pytest.raises(NotFound) as missing:
         pci.device("0000:99:00.0", sysfs=sysfs.root)
-    assert missing.value.reason == "PCI_DEVICE_NOT_FOUND"
+    assert (missing.value.reason, missing.value.field) == ("PCI_DEVICE_NOT_FOUND", "address")
 
 
-class Recording:
-    """sriov_numvfs as a FIFO would see it: every value written, in order."""
+class KernelNumVfs:
+    """sriov_numvfs as the kernel keeps it: every value written, in order, and a
+    non-zero count refused over a non-zero one (EBUSY), so going through 0 is forced."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = path.resolve()
         self.writes: list[str] = []
         self._write = Path.write_text
 
     def __call__(self, path: Path, text: str) -> int:
-        if path == self.path:
+        if path.resolve() == self.path:  # by either name: the bus link or the device
+            if int(text) and int(path.read_text()):
+                raise OSError(errno.EBUSY, "Device or resource busy", str(path))
             self.writes.append(text)
         return self._write(path, text)
 
 
-def test_enabling_vfs_goes_through_zero(sysfs: FakeSysfs, monkeypatch: pytest.MonkeyPatch) -> None:
-    record = Recording(sysfs.root / "bus/pci/devices" / PF / "sriov_numvfs")
+@pytest.fixture
+def kernel(sysfs: FakeSysfs, monkeypatch: pytest.MonkeyPatch) -> KernelNumVfs:
+    fake = KernelNumVfs(sysfs.root / "bus/pci/devices" / PF / "sriov_numvfs")
 
     def write_text(self: Path, text: str) -> int:  # a method: bound to each Path
-        return record(self, text)
+        return fake(self, text)
 
     monkeypatch.setattr(Path, "write_text", write_text)
-    assert pci.set_vfs(PF, 4, sysfs=sysfs.root).num_vfs == 4
-    assert record.writes == ["0", "4"]  # the kernel refuses N -> M without 0 between
-    assert pci.set_vfs(PF, 4, sysfs=sysfs.root).num_vfs == 4 and record.writes == ["0", "4"]
+    return fake
+
+
+def test_enabling_vfs_goes_through_zero(sysfs: FakeSysfs, kernel: KernelNumVfs) -> None:
+    assert pci.set_vfs(PF, 4, sysfs=sysfs.root).num_vfs == 4  # 2 -> 4
+    assert kernel.writes == ["0", "4"]
+    assert (sysfs.device_dir(PF) / "sriov_numvfs").read_text() == "4"
+    assert pci.set_vfs(PF, 4, sysfs=sysfs.root).num_vfs == 4  # already: nothing written
+    assert kernel.writes == ["0", "4"]
     assert pci.set_vfs(PF, 0, sysfs=sysfs.root).num_vfs == 0
-    assert pci.set_vfs(PF, 3, sysfs=sysfs.root).num_vfs == 3 and record.writes == ["0", "4", "0", "3"]
+    assert pci.set_vfs(PF, 3, sysfs=sysfs.root).num_vfs == 3  # from 0: straight to 3
+    assert kernel.writes == ["0", "4", "0", "3"]
+    assert pci.set_vfs(PF, 8, sysfs=sysfs.root).total_vfs == 8  # the most it has
+    assert kernel.writes[-2:] == ["0", "8"]
 
 
-def test_enabling_vfs_checks_the_device_and_the_count(sysfs: FakeSysfs) -> None:
-    with pytest.raises(InvalidArgument, match="between 0 and 8") as bad:
-        pci.set_vfs(PF, 9, sysfs=sysfs.root)
+def test_the_kernel_fake_refuses_a_direct_change(sysfs: FakeSysfs, kernel: KernelNumVfs) -> None:
+    with pytest.raises(OSError, match="busy"):
+        (sysfs.device_dir(PF) / "sriov_numvfs").write_text("4")
+
+
+@pytest.mark.parametrize("count", [9, -1])
+def test_a_count_out_of_range_says_what_is_allowed(sysfs: FakeSysfs, count: int) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        pci.set_vfs(PF, count, sysfs=sysfs.root)
     assert bad.value.field == "num_vfs"
+    assert f"between 0 and 8 for {PF}, got {count}" in bad.value.message
+    assert (sysfs.device_dir(PF) / "sriov_numvfs").read_text() == "2\n"  # untouched
+
+
+@pytest.mark.parametrize("address", [GPU, VF0])
+def test_only_a_pf_gets_vfs(sysfs: FakeSysfs, address: str) -> None:
     with pytest.raises(FailedPrecondition) as not_pf:
-        pci.set_vfs(GPU, 1, sysfs=sysfs.root)
-    assert not_pf.value.reason == "NOT_A_PF"
-
-
-@pytest.mark.parametrize(
-    ("requested", "held", "reason", "field"),
-    [
-        ([VF0, "0000:99:00.0"], {}, "PCI_DEVICE_NOT_FOUND", "vm.hostdevs[1]"),
-        ([VF0], {VF0: "other"}, "PCI_DEVICE_IN_USE", "vm.hostdevs[0]"),
-        ([NIC], {}, "NO_IOMMU_GROUP", "vm.hostdevs[0]"),
-        ([PF], {}, "PF_HAS_VFS", "vm.hostdevs[0]"),
-        # The GPU's audio function is the host's (snd_hda_intel): the group is not free.
-        ([GPU], {}, "IOMMU_GROUP_IN_USE", "vm.hostdevs[0]"),
-        ([GPU], {GPU_AUDIO: "other"}, "IOMMU_GROUP_IN_USE", "vm.hostdevs[0]"),
-    ],
-)
-def test_assignment_refusals_name_the_device(
-    sysfs: FakeSysfs, requested: list[str], held: dict[str, str], reason: str, field: str
-) -> None:
-    with pytest.raises((FailedPrecondition, NotFound)) as refused:
-        pciassign.check("vm1", requested, pci.inventory(sysfs=sysfs.root), held)
-    assert (refused.value.reason, refused.value.field) == (reason, field)
-
-
-def test_allowed_assignments(sysfs: FakeSysfs) -> None:
-    inventory = pci.inventory(sysfs=sysfs.root)
-    pciassign.check("vm1", [VF0, VF1], inventory, {})  # VFs, each its own group
-    pciassign.check("vm1", [VF0], inventory, {VF0: "vm1"})  # already its own
-    pciassign.check("vm1", [GPU, GPU_AUDIO], inventory, {})  # the whole group together
-    pciassign.check("vm1", [GPU], inventory, {GPU_AUDIO: "vm1"})  # the rest is the VM's already
+        pci.set_vfs(address, 1, sysfs=sysfs.root)
+    assert (not_pf.value.reason, not_pf.value.field) == ("NOT_A_PF", "address")
+    assert "not an SR-IOV physical function" in not_pf.value.message
+    with pytest.raises(NotFound):
+        pci.set_vfs("0000:99:00.0", 1, sysfs=sysfs.root)
