@@ -215,6 +215,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 control=member.control if member is not None else None,
                 router=router,
                 qos_changed=core.vms.apply_volume_qos,
+                snapshot_attached=core.vms.snapshot_volume,
             ),
             server,
         )

@@ -322,6 +322,38 @@ async def test_attached_volumes_refuse_chain_changes(pool: StoragePool) -> None:
     await pool.volumes.delete_snapshot("v", "s1")
 
 
+async def test_an_attached_volume_is_snapshotted_by_its_holder(pool: StoragePool, tmp_path: Path) -> None:
+    vol = await pool.create_volume(name="v", size=SIZE)
+    write(pool.volumes.active_path(vol), 0x3C, 0, MiB)
+    await pool.volumes.attach("v", "vms/a")
+    switched: list[tuple[Path, Path]] = []
+
+    async def switch(old: Path, new: Path) -> None:
+        # What the VM's holder does: the record already names the new layer.
+        assert pool.volumes.get("v").active != vol.active
+        assert backing_of(new) is not None
+        switched.append((old, new))
+
+    snap = await pool.volumes.snapshot("v", "s1", switch=switch)
+    record = pool.volumes.get("v")
+    assert switched == [(pool.volumes.layer_path(record, snap.layer), pool.volumes.active_path(record))]
+    assert (snap.layer, record.current_snapshot, record.attached_to) == (vol.active, "s1", ("vms/a",))
+    assert content(pool.volumes.active_path(record), tmp_path) == content(
+        pool.volumes.layer_path(record, snap.layer), tmp_path
+    )
+
+    # A holder that refuses (QEMU kept the old layer): the record and the files are as before.
+    async def refuse(old: Path, new: Path) -> None:
+        raise FailedPrecondition("QEMU refused the snapshot", reason="TEST")
+
+    files = sorted(p.name for p in pool.volumes.active_path(record).parent.iterdir())
+    with pytest.raises(FailedPrecondition):
+        await pool.volumes.snapshot("v", "s2", switch=refuse)
+    assert pool.volumes.get("v") == record
+    assert sorted(p.name for p in pool.volumes.active_path(record).parent.iterdir()) == files
+    assert leftovers(pool) == []
+
+
 @pytest.fixture(params=["same-filesystem", "other-filesystem"])
 def image_pool_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     """The image pool on the data pool's filesystem (the cache is a hard link) or on

@@ -478,6 +478,33 @@ class HostVms:
             nic = replace(nic, mac=random_mac())
         return await self.vms.attach_nic(name, nic)
 
+    async def snapshot_volume(self, pool: str, volume: str, snapshot: str, *, description: str) -> None:
+        """A snapshot of a volume a VM here holds, taken under it: live (QEMU moves
+        onto the new layer while the guest runs) or, while the VM is stopped, through a
+        new definition. A VM on another host is refused with its name."""
+        ref = f"{pool}/{volume}"
+        store = self._storage.pool(pool).volumes
+        holders = [h.removeprefix("vms/") for h in store.get(volume).attached_to]
+        for name in holders:
+            try:
+                status = await self.vms.status(name)
+            except NotFound:
+                continue
+            if not any(d.volume == ref for d in status.spec.disks):
+                continue
+
+            async def switch(old: Path, new: Path, vm: str = name) -> None:
+                await self.vms.switch_disk(vm, old, new)
+
+            await store.snapshot(volume, snapshot, description=description, switch=switch)
+            return
+        raise FailedPrecondition(
+            f"volume {ref} is attached to {', '.join(holders)}, which is not on this host: "
+            "take the snapshot through the VM's host",
+            field="parent",
+            reason="VM_ON_OTHER_HOST",
+        )
+
     async def apply_volume_qos(self, pool: str, volume: str, qos: Qos) -> list[str]:
         """Makes a volume's new QoS the disk's on the VM here that has it (live when it
         runs); returns that VM. A volume no VM uses needs no hypervisor at all."""

@@ -497,6 +497,54 @@ class LocalVms:
         )
         return {k: int(v) for k, v in raw.items() if isinstance(v, int)}
 
+    # -- disk snapshots ----------------------------------------------------------
+
+    async def switch_disk(self, name: str, old: Path, new: Path) -> VmStatus:
+        """The VM's disk ``old`` moves onto ``new``, a qcow2 overlay whose backing is
+        ``old`` (a volume snapshot's new active layer). Running: one atomic, disk-only
+        external snapshot in QEMU (the guest keeps running; libvirt keeps no snapshot
+        metadata: the storage records are the truth). Stopped: a new definition.
+        The metadata's spec follows. Raises only when the VM still uses ``old``."""
+        async with self._lock(name):
+            status = await self.status(name)
+            disk = self._attached(status, str(old))
+            spec = status.spec.with_disks(
+                tuple(replace(d, path=str(new)) if d.path == str(old) else d for d in status.spec.disks)
+            )
+            generation = status.generation + 1
+            if status.state not in ("running", "paused"):
+                xml = self.domain_xml(spec, generation=generation)
+                await self._hv.call(f"moving a disk of VM {name}", lambda c: c.defineXML(xml))
+                return await self.status(name)
+            snapshot_xml = _external_snapshot_xml(status.spec.disks, disk.target, new)
+            facts = metadata.metadata_xml(metadata.VmFacts(spec=spec, generation=generation))
+            flags = (
+                libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+                | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+                | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+                | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+            )
+            await self._hv.call(
+                f"snapshotting disk {disk.target} of VM {name}",
+                lambda c: c.lookupByName(name).snapshotCreateXML(snapshot_xml, flags),
+            )
+            try:
+                await self._hv.call(
+                    f"recording the new disk of VM {name}",
+                    lambda c: c.lookupByName(name).setMetadata(
+                        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        facts,
+                        metadata.PREFIX,
+                        metadata.NAMESPACE,
+                        libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_AFFECT_LIVE,
+                    ),
+                )
+            except ZsdError:
+                # QEMU has switched already: raising would make the caller drop the
+                # layer the guest now writes. The domain XML itself names the new file.
+                log.exception("VM %s writes %s now, but its metadata still names %s", name, new, old)
+        return await self.status(name)
+
     # -- block jobs --------------------------------------------------------------
 
     async def block_pull(self, name: str, path: Path, progress: Callable[[float], None]) -> None:
@@ -700,4 +748,20 @@ def _with_console_log(xml: str, path: str) -> str:
     root = ET.fromstring(xml)
     for log_element in root.findall("devices/serial/log"):
         log_element.set("file", path)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _external_snapshot_xml(disks: tuple[DiskSpec, ...], target: str, new: Path) -> str:
+    """A disk-only snapshot of ``target`` onto the existing file ``new``; every other
+    disk is left alone (libvirt would otherwise snapshot each one)."""
+    root = ET.Element("domainsnapshot")
+    ET.SubElement(root, "description").text = "zsd volume snapshot"
+    listed = ET.SubElement(root, "disks")
+    for disk in disks:
+        if disk.target == target:
+            element = ET.SubElement(listed, "disk", name=target, snapshot="external", type="file")
+            ET.SubElement(element, "driver", type="qcow2")
+            ET.SubElement(element, "source", file=str(new))
+        else:
+            ET.SubElement(listed, "disk", name=disk.target, snapshot="no")
     return ET.tostring(root, encoding="unicode")

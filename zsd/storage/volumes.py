@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+import trio
+
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.storage import validate
 from zsd.storage.journal import Entry, Journal
@@ -42,6 +44,10 @@ ReserveFn = Callable[[int], None]
 
 CopyFn = Callable[[Path, ProgressFn], Awaitable[None]]
 """Streams a linked layer's base into it (the file, and progress 0..1 to report)."""
+
+SwitchFn = Callable[[Path, Path], Awaitable[None]]
+"""Moves the VM holding a volume from its active layer (first path) onto a new layer
+on top of it (second path). Raises only when the VM still writes the old layer."""
 
 
 def _no_progress(_: float) -> None:
@@ -355,14 +361,20 @@ class VolumeStore:
 
     # -- snapshots ---------------------------------------------------------------
 
-    async def snapshot(self, name: str, snapshot: str, *, description: str = "") -> SnapshotRecord:
+    async def snapshot(
+        self, name: str, snapshot: str, *, description: str = "", switch: SwitchFn | None = None
+    ) -> SnapshotRecord:
+        """Freezes the active layer as ``snapshot`` and puts a new one on top. A volume
+        a VM holds needs the holder's ``switch`` (a live external snapshot in QEMU, or
+        a new definition while the VM is stopped)."""
         async with self._locks.hold(f"volume-{name}"):
             record = self.get(name)
             if record.snapshot(snapshot) is not None:
                 raise AlreadyExists(
                     f"volume {name!r} already has a snapshot {snapshot!r}", field="snapshot_id"
                 )
-            self._check_detached(record, "snapshot")
+            if switch is None:
+                self._check_detached(record, "snapshot")
             layer = self._new_id()
             entry = self._journal.begin("snapshot", name, uid=record.uid, layer=layer)
             path = self.layer_path(record, layer)
@@ -376,6 +388,9 @@ class VolumeStore:
                     create_time=now,
                     description=description,
                 )
+                # The record names the new layer before the VM moves onto it: a crash
+                # in between leaves an empty overlay the record keeps (recovery sees
+                # it active), never a layer the VM writes that recovery would delete.
                 self._write(
                     replace(
                         record,
@@ -385,6 +400,14 @@ class VolumeStore:
                         current_snapshot=snapshot,
                     )
                 )
+                if switch is not None:
+                    try:
+                        # Shielded: a cancel must not undo a switch QEMU may be making.
+                        with trio.CancelScope(shield=True):
+                            await switch(self.active_path(record), path)
+                    except BaseException:
+                        self._write(record)  # the VM refused: it still writes the old layer
+                        raise
             except BaseException:
                 if self.get(name).active != layer:
                     path.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,64 @@ def test_instant_clone_and_full_clone(zsd: ZsdProcess, guest_image: Path) -> Non
     ok(zsd, "vm", "delete", "c1", "--volumes")
     data(zsd, "vm", "create", "c2", "--image", "default/golden", "--memory", "96M")
     Console(zsd, "c2").expect("booted")
+
+
+def _disk_sources(lv: Libvirtd, vm: str, *, inactive: bool = False) -> list[str]:
+    """The files of the VM's first disk as libvirt sees it: the top, then its backing chain."""
+    conn = libvirt.open(lv.uri)
+    try:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        disk = ET.fromstring(conn.lookupByName(vm).XMLDesc(flags)).find("./devices/disk")
+        assert disk is not None
+        files = []
+        node: ET.Element | None = disk
+        while node is not None and node.find("source") is not None:
+            files.append(node.find("source").get("file", ""))  # type: ignore[union-attr]
+            node = node.find("backingStore")
+        return files
+    finally:
+        conn.close()
+
+
+def test_live_disk_snapshots(zsd: ZsdProcess, guest_image: Path, private_libvirtd: Libvirtd) -> None:
+    ok(zsd, "image", "import", "default/guest", "--path", str(guest_image), "--format", "qcow2")
+    data(zsd, "vm", "create", "snap", "--image", "default/guest", "--memory", "96M")
+    console = Console(zsd, "snap")
+    console.expect("ready")
+    pid = _qemu_pid(private_libvirtd, "snap")
+    before = _disk_sources(private_libvirtd, "snap")
+
+    # Live: the guest keeps running in the same QEMU, which now writes a new top layer
+    # on the frozen one; the definition and zsd's spec follow.
+    snap = data(zsd, "snapshot", "create", "default/snap-root@s1", "--description", "live")
+    assert snap["name"] == "pools/default/volumes/snap-root/snapshots/s1"
+    assert data(zsd, "vm", "show", "snap")["state"] == "RUNNING"
+    assert _qemu_pid(private_libvirtd, "snap") == pid
+    live = _disk_sources(private_libvirtd, "snap")
+    assert live[0] != before[0] and live[1] == before[0], (before, live)
+    assert _disk_sources(private_libvirtd, "snap", inactive=True)[0] == live[0]
+    assert "ALREADY_EXISTS" in refused(zsd, "snapshot", "create", "default/snap-root@s1")
+    # Merging a snapshot away under a running guest is not offered: a clear refusal.
+    assert "VOLUME_ATTACHED" in refused(zsd, "snapshot", "delete", "default/snap-root@s1")
+
+    # Stopped: a new definition on the next layer; the guest boots from the chain.
+    ok(zsd, "vm", "stop", "snap", "--force")
+    data(zsd, "snapshot", "create", "default/snap-root@s2")
+    stopped = _disk_sources(private_libvirtd, "snap", inactive=True)
+    assert stopped[0] not in (before[0], live[0])
+    assert [s["name"].rsplit("/", 1)[1] for s in data(zsd, "snapshot", "list", "default/snap-root")] == [
+        "s1",
+        "s2",
+    ]
+    ok(zsd, "vm", "start", "snap")
+    console.expect("booted")
+    assert _disk_sources(private_libvirtd, "snap")[:3] == [stopped[0], live[0], before[0]]
+
+    # Detached (the VM deleted, its volume kept), the snapshots merge away as usual.
+    ok(zsd, "vm", "stop", "snap", "--force")
+    ok(zsd, "vm", "delete", "snap")
+    ok(zsd, "snapshot", "delete", "default/snap-root@s1")
+    assert [s["name"].rsplit("/", 1)[1] for s in data(zsd, "snapshot", "list", "default/snap-root")] == ["s2"]
 
 
 def test_bad_input_and_failures_leave_nothing_behind(zsd: ZsdProcess, private_libvirtd: Libvirtd) -> None:

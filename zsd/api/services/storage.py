@@ -36,6 +36,13 @@ N = TypeVar("N", bound="_Named")
 QosChanged = Callable[[str, str, Qos], Awaitable[object]]
 """(pool, volume, new QoS): called before the volume's record changes."""
 
+
+class SnapshotAttached(Protocol):
+    """Takes a snapshot of a volume a VM holds (pool, volume, snapshot)."""
+
+    async def __call__(self, pool: str, volume: str, snapshot: str, *, description: str) -> None: ...
+
+
 _POOL_MUTABLE = {"max_overcommit", "description"}
 _VOLUME_MUTABLE = {"qos", "description"}
 
@@ -51,11 +58,14 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
         router: Router | None = None,
         clock: Callable[[], float] = time.time,
         qos_changed: QosChanged | None = None,
+        snapshot_attached: SnapshotAttached | None = None,
     ) -> None:
         """``control``: a cluster member's state copy, whose host reports say how every
         other host sees its pools (without it, only this host's view is known).
-        ``qos_changed``: applies a volume's new QoS to the VM using it (compute)."""
+        ``qos_changed``: applies a volume's new QoS to the VM using it (compute).
+        ``snapshot_attached``: snapshots a volume a VM holds, under the VM (compute)."""
         self._qos_changed = qos_changed
+        self._snapshot_attached = snapshot_attached
         self._gw = gateway
         self._storage = storage
         self._ops = operations
@@ -479,7 +489,11 @@ class StorageService(storage_pb2_grpc.StorageServiceServicer):
 
             async def create() -> storage_pb2.Snapshot:
                 pool = self._storage.pool(n.pool)
-                await pool.volumes.snapshot(n.volume, n.snapshot, description=req.snapshot.description)
+                description = req.snapshot.description
+                if pool.volumes.get(n.volume).attached_to and self._snapshot_attached is not None:
+                    await self._snapshot_attached(n.pool, n.volume, n.snapshot, description=description)
+                else:
+                    await pool.volumes.snapshot(n.volume, n.snapshot, description=description)
                 return _find(self._snapshots(n), str(n))
 
             return await self._gw.trio(context, create)
