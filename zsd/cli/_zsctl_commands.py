@@ -216,6 +216,14 @@ def cmd_host_refresh(args: argparse.Namespace, api: Api, console: Console) -> in
     return 0
 
 
+def cmd_host_set_vfs(args: argparse.Namespace, api: Api, console: Console) -> int:
+    request = host_pb2.SetPciVfsRequest(
+        name=resource_name("hosts", args.host), address=args.address, count=args.count
+    )
+    console.one(api.hosts.SetPciVfs(request, timeout=api.timeout))
+    return 0
+
+
 def cmd_host_label(args: argparse.Namespace, api: Api, console: Console) -> int:
     changes: Sequence[LabelChange] = args.changes
     # One "labels.{key}" path per key: keys nobody named stay as they are, so concurrent

@@ -42,6 +42,7 @@ from ._zsctl_commands import (
     cmd_host_list,
     cmd_host_refresh,
     cmd_host_remove,
+    cmd_host_set_vfs,
     cmd_host_show,
     cmd_operation_cancel,
     cmd_operation_list,
@@ -135,6 +136,13 @@ def _page_size(text: str) -> int:
 def _revision(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"not a revision (a whole number, 0 or more): {text!r}")
+    return int(text)
+
+
+def _vf_count(text: str) -> int:
+    # SR-IOV counts VFs in 16 bits; which count a PF takes is the server's to say.
+    if not (text.isascii() and text.isdigit()) or int(text) > 0xFFFF:
+        raise argparse.ArgumentTypeError(f"not a VF count (a whole number, 0 to 65535): {text!r}")
     return int(text)
 
 
@@ -290,6 +298,24 @@ def _host_commands(hosts: _Noun) -> None:
         help="change only if the host's etag (see host show) is still this; otherwise fail (ABORTED)",
     )
     _request_id_option(label)
+
+    set_vfs = hosts.verb(
+        "set-vfs", "set how many SR-IOV VFs a PF has enabled (0: none) and show the PF", cmd_host_set_vfs
+    )
+    set_vfs.epilog = (
+        "The host must be the one serving the call (reach another with --endpoint). A different "
+        "non-zero count goes through 0, as the kernel requires: the PF's VFs are made anew."
+    )
+    set_vfs.add_argument("address", metavar="ADDRESS", help='the PF, "DDDD:BB:SS.F" as `host show` lists it')
+    set_vfs.add_argument(
+        "count", type=_vf_count, metavar="COUNT", help="VFs to have enabled, 0 up to the PF's total_vfs"
+    )
+    set_vfs.add_argument(
+        "--host",
+        default="hosts/-",
+        metavar="H",
+        help='"node1" or "hosts/node1" (default: the host that serves the call)',
+    )
 
     remove = hosts.verb("remove", "remove a host from the cluster", cmd_host_remove)
     _host_name_argument(remove, default_self=False)

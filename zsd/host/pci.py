@@ -1,10 +1,13 @@
 """The host's PCI devices as passthrough sees them, read from sysfs: each function's
 ids, driver, IOMMU group and SR-IOV role (PF with its VF count, or VF of a PF); and
 enabling VFs on a PF. Everything takes the sysfs root, so tests use a fake tree
-(``zsd.testing.fakesysfs``) and hosts use /sys."""
+(``zsd.testing.fakesysfs``) and hosts use /sys. Failures of sysfs itself become zsd
+errors naming the file or the device, never a bare OSError."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +59,16 @@ def _text(path: Path, default: str | None = None) -> str:
         if default is None:
             raise Internal(f"sysfs: {path} is missing") from None
         return default
+    except OSError as e:
+        raise Internal(f"sysfs: cannot read {path}: {_errno_text(e)}") from None
+
+
+def _errno_text(error: OSError) -> str:
+    """What the kernel said, with its errno name: "Device or resource busy (EBUSY)"."""
+    if error.errno is None:
+        return str(error)
+    name = errno.errorcode.get(error.errno, str(error.errno))
+    return f"{error.strerror or os.strerror(error.errno)} ({name})"
 
 
 def _int(path: Path, default: int) -> int:
@@ -71,6 +84,13 @@ def _link_name(path: Path) -> str:
 
 
 def device(address: str, *, sysfs: Path = SYS) -> PciDevice:
+    # Checked first: the address becomes a path under sysfs.
+    if not ADDRESS.fullmatch(address):
+        raise InvalidArgument(
+            f"{address!r} is not a PCI address like 0000:3b:00.1 (DDDD:BB:SS.F, lower-case hex)",
+            field="address",
+            reason="INVALID_PCI_ADDRESS",
+        )
     root = _devices_dir(sysfs) / address
     if not root.exists():
         raise NotFound(
@@ -102,8 +122,10 @@ def inventory(*, sysfs: Path = SYS) -> list[PciDevice]:
 
 
 def set_vfs(address: str, count: int, *, sysfs: Path = SYS) -> PciDevice:
-    """Enables ``count`` VFs on the PF ``address`` (0 disables them). The kernel only
-    changes a non-zero count through 0, so that is written first."""
+    """Enables ``count`` VFs on the PF ``address`` (0 disables them) and returns the PF
+    as sysfs then shows it; the count it already has changes nothing. The kernel only
+    changes a non-zero count through 0, so that is written first. When the kernel
+    refuses the new count after its VFs were removed, the old count is put back."""
     dev = device(address, sysfs=sysfs)
     if not dev.is_pf:
         raise FailedPrecondition(
@@ -111,13 +133,51 @@ def set_vfs(address: str, count: int, *, sysfs: Path = SYS) -> PciDevice:
         )
     if not 0 <= count <= dev.total_vfs:
         raise InvalidArgument(
-            f"must be between 0 and {dev.total_vfs} for {address}, got {count}", field="num_vfs"
+            f"must be between 0 and {dev.total_vfs} for {address}, got {count}", field="count"
         )
-    path = _devices_dir(sysfs) / address / "sriov_numvfs"
     if dev.num_vfs == count:
         return dev
+    path = _devices_dir(sysfs) / address / "sriov_numvfs"
     if dev.num_vfs:
-        path.write_text("0")
+        try:
+            path.write_text("0")
+        except OSError as e:
+            raise _refused(dev, count, e, now=f"it keeps its {dev.num_vfs} VFs") from None
     if count:
-        path.write_text(str(count))
+        try:
+            path.write_text(str(count))
+        except OSError as e:
+            raise _refused(dev, count, e, now=_put_back(path, dev.num_vfs)) from None
     return device(address, sysfs=sysfs)
+
+
+def _put_back(path: Path, count: int) -> str:
+    """Restores ``count`` VFs after a refused change; says what the PF has now."""
+    if not count:
+        return "it has no VFs, as before"
+    try:
+        path.write_text(str(count))
+    except OSError as e:
+        return f"its {count} VFs are gone: putting them back failed too ({_errno_text(e)})"
+    return f"its {count} VFs were put back"
+
+
+def _refused(dev: PciDevice, count: int, error: OSError, *, now: str) -> FailedPrecondition:
+    verb = f"enable {count} VFs on" if count else "disable the VFs of"
+    hint = _HINTS.get(error.errno or 0, "")
+    return FailedPrecondition(
+        f"the kernel refused to {verb} {dev.address}: {_errno_text(error)}{hint}; {now}",
+        field="address",
+        reason="VF_ENABLE_FAILED" if count else "VF_DISABLE_FAILED",
+        metadata={"address": dev.address, "errno": errno.errorcode.get(error.errno or 0, "unknown")},
+    )
+
+
+# What refusals of sriov_numvfs usually mean: the kernel's own (drivers/pci/iov.c)
+# and the common ones of PF drivers.
+_HINTS = {
+    errno.ENOENT: " (no driver is bound to the PF, or its driver cannot create VFs through sysfs)",
+    errno.ENOMEM: " (not enough MMIO space or bus numbers for that many VFs; see the kernel log)",
+    errno.EBUSY: " (the PF or one of its VFs is in use; see the kernel log)",
+    errno.EPERM: " (the PF's driver forbids it, typically while a VF is assigned to a guest)",
+}

@@ -807,3 +807,31 @@ class DeleteHostRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteHostRequest: _TypeAlias = DeleteHostRequest  # noqa: Y015
+
+@_typing.final
+class SetPciVfsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"hosts/{host}": the host serving the call ("hosts/-" names it)."""
+    address: _builtins.str
+    """The PF: "DDDD:BB:SS.F" as sysfs names it (lower-case hex), e.g. "0000:3b:00.0"."""
+    count: _builtins.int
+    """VFs to have enabled, from 0 (none) to the PF's total_vfs."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "count", b"count", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPciVfsRequest: _TypeAlias = SetPciVfsRequest  # noqa: Y015

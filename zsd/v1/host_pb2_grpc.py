@@ -60,6 +60,11 @@ class HostServiceStub:
                 request_serializer=zsd_dot_v1_dot_host__pb2.DeleteHostRequest.SerializeToString,
                 response_deserializer=zsd_dot_v1_dot_operation__pb2.Operation.FromString,
                 _registered_method=True)
+        self.SetPciVfs = channel.unary_unary(
+                '/zsd.v1.HostService/SetPciVfs',
+                request_serializer=zsd_dot_v1_dot_host__pb2.SetPciVfsRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_host__pb2.PciDevice.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -104,6 +109,22 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPciVfs(self, request, context):
+        """Sets how many SR-IOV VFs a PF of the host serving the call has enabled (0
+        disables them), through its sriov_numvfs in sysfs. The kernel changes a
+        non-zero count only through 0, so a PF's existing VFs are removed and new ones
+        made; a count the PF already has changes nothing, so retries are safe. Acts on
+        the serving host only: another member's name fails with FAILED_PRECONDITION
+        (reason NOT_SERVING_HOST); ask that host's zsd. A refusal of the kernel fails
+        with FAILED_PRECONDITION (VF_ENABLE_FAILED or VF_DISABLE_FAILED, the errno in
+        ErrorInfo metadata), the PF left with its old count where the kernel allows.
+        Returns the PF from the host's inventory, collected again so that its new VFs
+        are in Host.pci_devices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +152,11 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.DeleteHost,
                     request_deserializer=zsd_dot_v1_dot_host__pb2.DeleteHostRequest.FromString,
                     response_serializer=zsd_dot_v1_dot_operation__pb2.Operation.SerializeToString,
+            ),
+            'SetPciVfs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPciVfs,
+                    request_deserializer=zsd_dot_v1_dot_host__pb2.SetPciVfsRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_host__pb2.PciDevice.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +294,33 @@ class HostService:
             '/zsd.v1.HostService/DeleteHost',
             zsd_dot_v1_dot_host__pb2.DeleteHostRequest.SerializeToString,
             zsd_dot_v1_dot_operation__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPciVfs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.HostService/SetPciVfs',
+            zsd_dot_v1_dot_host__pb2.SetPciVfsRequest.SerializeToString,
+            zsd_dot_v1_dot_host__pb2.PciDevice.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,18 @@ class HostServiceStub:
     The host's zsd stops acting as a member once it sees its removal; its host id
     is freed for a new join.
     """
+    SetPciVfs: _grpc.UnaryUnaryMultiCallable[_host_pb2.SetPciVfsRequest, _host_pb2.PciDevice]
+    """Sets how many SR-IOV VFs a PF of the host serving the call has enabled (0
+    disables them), through its sriov_numvfs in sysfs. The kernel changes a
+    non-zero count only through 0, so a PF's existing VFs are removed and new ones
+    made; a count the PF already has changes nothing, so retries are safe. Acts on
+    the serving host only: another member's name fails with FAILED_PRECONDITION
+    (reason NOT_SERVING_HOST); ask that host's zsd. A refusal of the kernel fails
+    with FAILED_PRECONDITION (VF_ENABLE_FAILED or VF_DISABLE_FAILED, the errno in
+    ErrorInfo metadata), the PF left with its old count where the kernel allows.
+    Returns the PF from the host's inventory, collected again so that its new VFs
+    are in Host.pci_devices.
+    """
 
 @_typing.type_check_only
 class HostServiceAsyncStub(HostServiceStub):
@@ -69,6 +81,18 @@ class HostServiceAsyncStub(HostServiceStub):
     """Removes a member from the cluster: refused while it runs VMs unless `force`.
     The host's zsd stops acting as a member once it sees its removal; its host id
     is freed for a new join.
+    """
+    SetPciVfs: _aio.UnaryUnaryMultiCallable[_host_pb2.SetPciVfsRequest, _host_pb2.PciDevice]  # type: ignore[assignment]
+    """Sets how many SR-IOV VFs a PF of the host serving the call has enabled (0
+    disables them), through its sriov_numvfs in sysfs. The kernel changes a
+    non-zero count only through 0, so a PF's existing VFs are removed and new ones
+    made; a count the PF already has changes nothing, so retries are safe. Acts on
+    the serving host only: another member's name fails with FAILED_PRECONDITION
+    (reason NOT_SERVING_HOST); ask that host's zsd. A refusal of the kernel fails
+    with FAILED_PRECONDITION (VF_ENABLE_FAILED or VF_DISABLE_FAILED, the errno in
+    ErrorInfo metadata), the PF left with its old count where the kernel allows.
+    Returns the PF from the host's inventory, collected again so that its new VFs
+    are in Host.pci_devices.
     """
 
 class HostServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -117,6 +141,24 @@ class HostServiceServicer(metaclass=_abc_1.ABCMeta):
         """Removes a member from the cluster: refused while it runs VMs unless `force`.
         The host's zsd stops acting as a member once it sees its removal; its host id
         is freed for a new join.
+        """
+
+    @_abc_1.abstractmethod
+    def SetPciVfs(
+        self,
+        request: _host_pb2.SetPciVfsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_host_pb2.PciDevice, _abc.Awaitable[_host_pb2.PciDevice]]:
+        """Sets how many SR-IOV VFs a PF of the host serving the call has enabled (0
+        disables them), through its sriov_numvfs in sysfs. The kernel changes a
+        non-zero count only through 0, so a PF's existing VFs are removed and new ones
+        made; a count the PF already has changes nothing, so retries are safe. Acts on
+        the serving host only: another member's name fails with FAILED_PRECONDITION
+        (reason NOT_SERVING_HOST); ask that host's zsd. A refusal of the kernel fails
+        with FAILED_PRECONDITION (VF_ENABLE_FAILED or VF_DISABLE_FAILED, the errno in
+        ErrorInfo metadata), the PF left with its old count where the kernel allows.
+        Returns the PF from the host's inventory, collected again so that its new VFs
+        are in Host.pci_devices.
         """
 
 def add_HostServiceServicer_to_server(servicer: HostServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

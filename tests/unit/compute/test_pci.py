@@ -1,6 +1,7 @@
 """The host PCI inventory read from a fake sysfs tree (PF, VFs, IOMMU groups, no
-IOMMU, damaged files), and enabling VFs the way the kernel requires. The tree's own
-layout is tested in test_fakesysfs, assignment rules in test_pciassign."""
+IOMMU, damaged files), and enabling VFs the way the kernel requires, its refusals
+becoming zsd errors (never a bare OSError). The tree's own layout is tested in
+test_fakesysfs, assignment rules in test_pciassign."""
 
 from __future__ import annotations
 
@@ -118,17 +119,22 @@ def test_an_unknown_device_is_not_found(sysfs: FakeSysfs) -> None:
 
 class KernelNumVfs:
     """sriov_numvfs as the kernel keeps it: every value written, in order, and a
-    non-zero count refused over a non-zero one (EBUSY), so going through 0 is forced."""
+    non-zero count refused over a non-zero one (EBUSY), so going through 0 is forced.
+    ``refusing`` maps a value to the errno the PF's driver refuses it with."""
 
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
         self.writes: list[str] = []
+        self.refusing: dict[str, int] = {}
         self._write = Path.write_text
 
     def __call__(self, path: Path, text: str) -> int:
         if path.resolve() == self.path:  # by either name: the bus link or the device
             if int(text) and int(path.read_text()):
                 raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+            if text in self.refusing:
+                code = self.refusing[text]
+                raise OSError(code, os.strerror(code), str(path))
             self.writes.append(text)
         return self._write(path, text)
 
@@ -166,7 +172,7 @@ def test_the_kernel_fake_refuses_a_direct_change(sysfs: FakeSysfs, kernel: Kerne
 def test_a_count_out_of_range_says_what_is_allowed(sysfs: FakeSysfs, count: int) -> None:
     with pytest.raises(InvalidArgument) as bad:
         pci.set_vfs(PF, count, sysfs=sysfs.root)
-    assert bad.value.field == "num_vfs"
+    assert bad.value.field == "count"
     assert f"between 0 and 8 for {PF}, got {count}" in bad.value.message
     assert (sysfs.device_dir(PF) / "sriov_numvfs").read_text() == "2\n"  # untouched
 
@@ -179,3 +185,83 @@ def test_only_a_pf_gets_vfs(sysfs: FakeSysfs, address: str) -> None:
     assert "not an SR-IOV physical function" in not_pf.value.message
     with pytest.raises(NotFound):
         pci.set_vfs("0000:99:00.0", 1, sysfs=sysfs.root)
+
+
+def numvfs(sysfs: FakeSysfs) -> str:
+    return (sysfs.device_dir(PF) / "sriov_numvfs").read_text().strip()
+
+
+def test_a_refused_enable_names_the_device_and_the_errno(sysfs: FakeSysfs, kernel: KernelNumVfs) -> None:
+    pci.set_vfs(PF, 0, sysfs=sysfs.root)
+    kernel.refusing["8"] = errno.ENOMEM
+    with pytest.raises(FailedPrecondition) as refused:
+        pci.set_vfs(PF, 8, sysfs=sysfs.root)
+    error = refused.value
+    assert (error.reason, error.field, dict(error.metadata)) == (
+        "VF_ENABLE_FAILED",
+        "address",
+        {"address": PF, "errno": "ENOMEM"},
+    )
+    assert error.message == (
+        f"the kernel refused to enable 8 VFs on {PF}: Cannot allocate memory (ENOMEM) "
+        "(not enough MMIO space or bus numbers for that many VFs; see the kernel log); "
+        "it has no VFs, as before"
+    )
+    assert (kernel.writes, numvfs(sysfs)) == (["0"], "0")
+
+
+def test_a_refused_change_puts_the_old_count_back(sysfs: FakeSysfs, kernel: KernelNumVfs) -> None:
+    kernel.refusing["4"] = errno.EBUSY
+    with pytest.raises(FailedPrecondition, match=r"Device or resource busy \(EBUSY\)") as refused:
+        pci.set_vfs(PF, 4, sysfs=sysfs.root)  # 2 -> 0 -> 4 refused -> 2
+    assert refused.value.message.endswith("its 2 VFs were put back")
+    assert (kernel.writes, numvfs(sysfs)) == (["0", "2"], "2")
+
+
+def test_a_failed_put_back_says_the_vfs_are_gone(sysfs: FakeSysfs, kernel: KernelNumVfs) -> None:
+    kernel.refusing.update({"4": errno.ENOMEM, "2": errno.ENOMEM})
+    with pytest.raises(FailedPrecondition) as refused:
+        pci.set_vfs(PF, 4, sysfs=sysfs.root)
+    assert refused.value.message.endswith(
+        "its 2 VFs are gone: putting them back failed too (Cannot allocate memory (ENOMEM))"
+    )
+    assert pci.device(PF, sysfs=sysfs.root).num_vfs == 0  # what the PF really has now
+
+
+def test_a_refused_disable_keeps_the_vfs(sysfs: FakeSysfs, kernel: KernelNumVfs) -> None:
+    kernel.refusing["0"] = errno.EPERM
+    with pytest.raises(FailedPrecondition) as refused:
+        pci.set_vfs(PF, 0, sysfs=sysfs.root)
+    error = refused.value
+    assert (error.reason, error.metadata["errno"]) == ("VF_DISABLE_FAILED", "EPERM")
+    assert error.message.startswith(f"the kernel refused to disable the VFs of {PF}: Operation not permitted")
+    assert "while a VF is assigned to a guest" in error.message
+    assert error.message.endswith("it keeps its 2 VFs")
+    assert (kernel.writes, numvfs(sysfs)) == ([], "2")
+
+
+def test_a_real_write_failure_is_translated_too(sysfs: FakeSysfs) -> None:
+    # No fake kernel: sriov_numvfs dangles, so reading it says 0 and writing it fails
+    # with a genuine ENOENT, as the kernel's "no driver bound" refusal would.
+    d = sysfs.add("0000:5e:00.0", driver="ice", iommu_group=50, total_vfs=4)
+    (d / "sriov_numvfs").unlink()
+    os.symlink("gone/sriov_numvfs", d / "sriov_numvfs")
+    with pytest.raises(
+        FailedPrecondition, match=r"No such file or directory \(ENOENT\) \(no driver is bound"
+    ):
+        pci.set_vfs("0000:5e:00.0", 2, sysfs=sysfs.root)
+
+
+def test_an_unreadable_sysfs_file_is_internal_not_oserror(sysfs: FakeSysfs) -> None:
+    (sysfs.device_dir(PF) / "sriov_numvfs").unlink()
+    (sysfs.device_dir(PF) / "sriov_numvfs").mkdir()
+    with pytest.raises(Internal, match=r"cannot read .*0000:3b:00.0/sriov_numvfs: Is a directory \(EISDIR\)"):
+        pci.set_vfs(PF, 4, sysfs=sysfs.root)
+
+
+@pytest.mark.parametrize("address", ["../../../etc", "0000:3B:00.0", "0000:3b:00.0\n", "3b:00.0", ""])
+def test_a_malformed_address_is_refused_before_touching_sysfs(sysfs: FakeSysfs, address: str) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        pci.set_vfs(address, 1, sysfs=sysfs.root)
+    assert (bad.value.reason, bad.value.field) == ("INVALID_PCI_ADDRESS", "address")
+    assert "like 0000:3b:00.1" in bad.value.message

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import trio
 
 from zsd.api import convert, hostviews, masks, names, paging
 from zsd.api.gateway import Gateway
@@ -15,7 +17,8 @@ from zsd.api.router import Message, Router
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.local import HostRecord, LocalCluster
 from zsd.cluster.operations import OperationRegistry, OperationView, Progress
-from zsd.errors import InvalidArgument, Unsupported
+from zsd.errors import FailedPrecondition, Internal, InvalidArgument, Unsupported
+from zsd.host import pci
 from zsd.host.inventory import Inventory
 from zsd.v1 import host_pb2, host_pb2_grpc, operation_pb2
 
@@ -61,7 +64,8 @@ class HostMessageCache:
 class HostService(host_pb2_grpc.HostServiceServicer):
     """Without ``control`` (the embedded cluster of one) the host list is this host.
     With it, hosts come from this host's copy of the cluster state; consistent reads
-    and mutations go through ``router`` to the leader."""
+    and mutations go through ``router`` to the leader. ``sysfs`` is where this host's
+    PCI devices are changed (SetPciVfs)."""
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         vms: Callable[[], Sequence[host_pb2.HostVm]] = tuple,
         compute: host_pb2.HostCompute | None = None,
         clock: Callable[[], float] = time.time,
+        sysfs: Path = pci.SYS,
     ) -> None:
         self._gw = gateway
         self._cluster = cluster
@@ -85,6 +90,10 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         self._router = router
         self._clock = clock
         self._cache = HostMessageCache(pools, vms, compute)
+        self._sysfs = sysfs
+        # One VF change at a time: the kernel's remove-then-create of two changes to
+        # one PF must not interleave, and each is followed by its own inventory.
+        self._pci_lock = trio.Lock()
 
     def _own(self) -> host_pb2.Host:
         return self._cache.encode(self._cluster.host("-"), now=self._clock())
@@ -195,6 +204,53 @@ class HostService(host_pb2_grpc.HostServiceServicer):
             return convert.operation(view, now=self._clock())
 
         return await self._gw.handle(context, refresh_host, request)
+
+    async def SetPciVfs(self, request: host_pb2.SetPciVfsRequest, context: Ctx) -> host_pb2.PciDevice:
+        async def set_pci_vfs(req: host_pb2.SetPciVfsRequest) -> host_pb2.PciDevice:
+            await self._serving_host_only(names.host_id(req.name), "SetPciVfs")
+            address, count = req.address, req.count
+
+            async def change() -> None:
+                async with self._pci_lock:
+                    pf = await trio.to_thread.run_sync(lambda: pci.set_vfs(address, count, sysfs=self._sysfs))
+                    # Collected again only when the inventory shows the PF otherwise
+                    # (a retry of a done change costs no collection, KVM probe included).
+                    if pf not in self._inventory.facts.pci_devices:
+                        await self._inventory.refresh()
+
+            await self._gw.trio(context, change)
+            return self._own_pci_device(address)
+
+        return await self._gw.handle(context, set_pci_vfs, request)
+
+    async def _serving_host_only(self, host: str, method: str) -> None:
+        """For calls that change this machine itself: ``host`` must be the serving host
+        (a stranger is NotFound, as for any other call)."""
+        me = self._cluster.host_name
+        if host in ("-", me):
+            return
+        control = self._control
+        if control is None:
+            address = self._cluster.host(host).address  # the cluster of one has no other: NotFound
+        else:
+            address = (await self._gw.trio_sync(lambda: control.host_view(host))).entry.address
+        where = f" at {address}" if address else ""
+        raise FailedPrecondition(
+            f"{method} acts on the host serving the call ({me}), not hosts/{host}: "
+            f"send it to {host}'s own zsd{where} (zsctl --endpoint)",
+            field="name",
+            reason="NOT_SERVING_HOST",
+        )
+
+    def _own_pci_device(self, address: str) -> host_pb2.PciDevice:
+        own = self._own()
+        for dev in own.pci_devices:
+            if dev.address == address:
+                return dev
+        problems = "; ".join(own.state_reasons) or "no reason given"
+        raise Internal(
+            f"the VFs of {address} were set, but the host's inventory does not list it: {problems}"
+        )
 
     def _mutation_parts(self) -> tuple[ClusterControl, Router]:
         if self._control is None or self._router is None:
