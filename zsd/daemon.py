@@ -37,7 +37,7 @@ from zsd.api.services.peer import Authorize, PeerService
 from zsd.api.services.scheduling import SchedulingService
 from zsd.api.services.storage import StorageService
 from zsd.api.vmcluster import ClusterVms
-from zsd.cluster import peerclient
+from zsd.cluster import libvirtpki, peerclient
 from zsd.cluster.autoinit import found_cluster_of_one
 from zsd.cluster.bootstrap import (
     Membership,
@@ -131,6 +131,8 @@ class _Core:
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     peer_port: str = ""
     """The port every member's API listens on (peers reach each other there)."""
+    scheduler: Scheduler | None = None
+    """A member's placement: CreateVm and HA restarts share its lock."""
 
 
 def _registrar(bridge: Bridge, core: _Core) -> Registrar:
@@ -162,7 +164,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
         vm_cluster = ClusterVms(
             gateway=gateway, control=control, router=router, peers=peers, placement=core.placement
         )
-        scheduler = Scheduler(control, core.placement)
+        scheduler = core.scheduler
 
     def register(server: grpc.aio.Server) -> list[str]:
         host_pb2_grpc.add_HostServiceServicer_to_server(
@@ -289,6 +291,7 @@ async def serve(deps: DaemonDeps) -> None:
                     paths=paths,
                     storage=storage,
                     leases=_vm_leases(config, membership),
+                    pki_dir=_libvirt_pki(paths, membership),
                 )
             )
             core = _Core(
@@ -428,10 +431,11 @@ async def _start_member(
     await nursery.start(gossip.run)
     nursery.start_soon(_announce, gossip, gossip_meta, leadership, replica, config.host_name)
     nursery.start_soon(janitor.run, control)
-    nursery.start_soon(partial(ha.run, control, settings=config.placement))
+    scheduler = Scheduler(control, config.placement)
+    nursery.start_soon(ha.run, control, scheduler)
     nursery.start_soon(restore.run, control, core.vms.vms, config.host_name, lambda: core.vms.creating)
     port = api_config.tcp_listen.rsplit(":", 1)[1]
-    return replace(core, member=runtime, tls=tls, peer_port=port), api_config
+    return replace(core, member=runtime, tls=tls, peer_port=port, scheduler=scheduler), api_config
 
 
 def _gossip(
@@ -537,6 +541,16 @@ def _advertised(listen: str, address: str) -> str:
     if host.strip("[]") in ("0.0.0.0", "::", ""):
         host = _bracket(address)
     return f"{host}:{port}"
+
+
+def _libvirt_pki(paths: Paths, membership: Membership | None) -> Path | None:
+    """A member's certificates in libvirt's and QEMU's layouts (written at join; made
+    here for hosts that joined before zsd wrote them), for migrations over TLS."""
+    if membership is None:
+        return None
+    cert, key, ca = tls_paths(paths)
+    libvirtpki.export(cert=cert, key=key, ca=ca)
+    return libvirtpki.libvirt_dir(cert.parent)
 
 
 async def _identities(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zsd.cluster import admission, pki
+from zsd.cluster import admission, libvirtpki, pki
 from zsd.cluster.identity import host_identity
 from zsd.cluster.lease import Authority, LeaseConfig
 from zsd.cluster.records import KIND_CLUSTER, KIND_JOIN_TOKEN, HostEntry
@@ -122,6 +122,7 @@ def write_member_files(paths: Paths, *, host: pki.KeyPair, ca_pem: bytes, member
     write_atomic(cert, host.cert_pem, mode=0o644)
     write_atomic(key, host.key_pem, mode=0o600)
     write_atomic(ca_copy, ca_pem, mode=0o644)
+    libvirtpki.export(cert=cert, key=key, ca=ca_copy)
     write_atomic(membership_path(paths), json.dumps(asdict(membership), indent=2).encode())
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import libvirt
 import trio
 
+from zsd.cluster import libvirtpki
 from zsd.compute import designer, metadata
 from zsd.compute.hypervisor import DomainEvent, Hypervisor
 from zsd.compute.spec import DiskSpec, NicSpec, VmSpec, validate, validate_disk, validate_nic
@@ -77,7 +78,12 @@ def supports_direct_io(path: str) -> bool:
 
 
 class LocalVms:
-    def __init__(self, hypervisor: Hypervisor, traits: designer.HostTraits) -> None:
+    def __init__(
+        self, hypervisor: Hypervisor, traits: designer.HostTraits, *, pki_dir: Path | None = None
+    ) -> None:
+        """``pki_dir``: this host's certificates in libvirt's layout, named in qemu+tls
+        migration URIs (the cluster's TLS)."""
+        self._pki_dir = pki_dir
         self._hv = hypervisor
         self._traits = traits
         self._changed = trio.Event()
@@ -614,26 +620,15 @@ class LocalVms:
                 )
 
             active_xml, persistent_xml = await self._hv.call(f"reading VM {name}", definitions)
-            flags = (
-                libvirt.VIR_MIGRATE_PEER2PEER
-                | libvirt.VIR_MIGRATE_PERSIST_DEST
-                | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            flags, params = _migration_args(
+                live=live,
+                tls=dest_uri.startswith("qemu+tls"),
+                shared_storage=shared_storage,
+                dest_address=dest_address,
+                active_xml=active_xml,
+                persistent_xml=persistent_xml,
             )
-            params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: persistent_xml}
-            if live:
-                flags |= libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_AUTO_CONVERGE
-                params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = active_xml
-                # The memory stream goes straight to the destination's address (its
-                # hostname may not resolve to the cluster network).
-                params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{dest_address}"
-                if dest_uri.startswith("qemu+tls"):
-                    flags |= libvirt.VIR_MIGRATE_TLS
-                if shared_storage:
-                    # libvirt only trusts NFS/GFS2/Ceph-like filesystems to be shared.
-                    flags |= libvirt.VIR_MIGRATE_UNSAFE
-            else:
-                flags |= libvirt.VIR_MIGRATE_OFFLINE
-
+            dest_uri = libvirtpki.with_pkipath(dest_uri, self._pki_dir)
             done = trio.Event()
             failure: list[BaseException] = []
 
@@ -765,3 +760,29 @@ def _external_snapshot_xml(disks: tuple[DiskSpec, ...], target: str, new: Path) 
         else:
             ET.SubElement(listed, "disk", name=disk.target, snapshot="no")
     return ET.tostring(root, encoding="unicode")
+
+
+def _migration_args(
+    *, live: bool, tls: bool, shared_storage: bool, dest_address: str, active_xml: str, persistent_xml: str
+) -> tuple[int, dict[str, Any]]:
+    """(flags, typed parameters) of a peer-to-peer migration that leaves the VM
+    defined only at the destination."""
+    flags = (
+        libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    )
+    params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: persistent_xml}
+    if not live:
+        return flags | libvirt.VIR_MIGRATE_OFFLINE, params
+    flags |= libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = active_xml
+    # The memory stream goes straight to the destination's address (its hostname may
+    # not resolve to the cluster network).
+    params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{dest_address}"
+    if tls:
+        # QEMU encrypts the stream itself, with the certificates of qemu.conf's
+        # default_tls_x509_cert_dir (the cluster's, see zsd.cluster.libvirtpki).
+        flags |= libvirt.VIR_MIGRATE_TLS
+    if shared_storage:
+        # libvirt only trusts NFS/GFS2/Ceph-like filesystems to be shared.
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
+    return flags, params

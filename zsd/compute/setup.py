@@ -6,6 +6,7 @@ until it is back (the connection is opened on first use)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import trio
 
@@ -50,11 +51,12 @@ async def run_compute(
     paths: Paths,
     storage: StorageHost,
     leases: VmLeases | None = None,
+    pki_dir: Path | None = None,
     task_status: trio.TaskStatus[HostVms] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     hypervisor = Hypervisor(uri)
     traits = HostTraits(domain_type=domain_type, console_dir=paths.console_dir, nvram_dir=paths.nvram_dir)
-    vms = LocalVms(hypervisor, traits)
+    vms = LocalVms(hypervisor, traits, pki_dir=pki_dir)
     host_vms = HostVms(
         vms=vms,
         storage=storage,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from zsd.cluster import libvirtpki
 from zsd.testing.procs import ProcRef, terminate, wait_gone
 
 CAPS_CACHE = Path("/var/cache/zsd/libvirt-caps")
@@ -60,10 +61,12 @@ class Libvirtd:
         return f"qemu:///system?socket={self.socket_path}"
 
 
-def _qemu_conf(stock: str, *, sanlock: bool) -> str:
+def _qemu_conf(stock: str, *, sanlock: bool, tls_dir: Path | None) -> str:
     text = stock + '\n# zsd private test libvirtd\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
     if sanlock:
         text += 'lock_manager = "sanlock"\n'
+    if tls_dir is not None:
+        text += f'default_tls_x509_cert_dir = "{libvirtpki.qemu_dir(tls_dir)}"\n'
     return text
 
 
@@ -72,27 +75,37 @@ def _qemu_conf(stock: str, *, sanlock: bool) -> str:
 _SANLOCK_CONF = "auto_disk_leases = 0\nrequire_lease_for_disks = 0\n"
 
 
-def _libvirtd_conf(listen_address: str) -> str:
+def _libvirtd_conf(listen_address: str, tls_dir: Path | None) -> str:
     lines = ['unix_sock_group = "root"', 'unix_sock_rw_perms = "0700"', "log_level = 3"]
-    if listen_address:
+    if listen_address and tls_dir is not None:
+        # As on a cluster host: TLS with the host's cluster certificate; peers must
+        # present one signed by the cluster CA.
+        pki = libvirtpki.libvirt_dir(tls_dir)
+        lines += ["listen_tcp = 0", "listen_tls = 1", 'auth_tls = "none"']
+        lines += [f'key_file = "{pki / "serverkey.pem"}"', f'cert_file = "{pki / "servercert.pem"}"']
+        lines += [f'ca_file = "{pki / "cacert.pem"}"']
+    elif listen_address:
         # Tests only: unauthenticated TCP inside a test network namespace.
         lines += ["listen_tcp = 1", "listen_tls = 0", 'auth_tcp = "none"']
+    if listen_address:
         lines.append(f'listen_addr = "{listen_address}"')
     return "\n".join(lines) + "\n"
 
 
-def _prepare(root: Path, listen_address: str, sanlock_run_dir: Path | None) -> None:
+def _prepare(root: Path, listen_address: str, sanlock_run_dir: Path | None, tls_dir: Path | None) -> None:
     for name in _BINDS:
         (root / name).mkdir(parents=True, exist_ok=True)
     etc = root / "etc"
     shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True, symlinks=True)
     shutil.rmtree(etc / "qemu/networks/autostart", ignore_errors=True)
     (etc / "qemu.conf").write_text(
-        _qemu_conf(Path("/etc/libvirt/qemu.conf").read_text(), sanlock=sanlock_run_dir is not None)
+        _qemu_conf(
+            Path("/etc/libvirt/qemu.conf").read_text(), sanlock=sanlock_run_dir is not None, tls_dir=tls_dir
+        )
     )
     if sanlock_run_dir is not None:
         (etc / "qemu-sanlock.conf").write_text(_SANLOCK_CONF)
-    (etc / "libvirtd.conf").write_text(_libvirtd_conf(listen_address))
+    (etc / "libvirtd.conf").write_text(_libvirtd_conf(listen_address, tls_dir))
     caps = root / "cache/qemu/capabilities"
     if CAPS_CACHE.is_dir() and not caps.exists():
         shutil.copytree(CAPS_CACHE, caps)
@@ -107,7 +120,7 @@ def _script(root: Path, mask_kvm: bool) -> str:
             *mounts,
             f"virtlogd -d -p {root / 'run/virtlogd.pid'}",
             f"exec libvirtd -f {root / 'etc/libvirtd.conf'} -p {root / 'run/libvirtd.pid'}"
-            + (" -l" if "listen_tcp" in (root / "etc/libvirtd.conf").read_text() else ""),
+            + (" -l" if "listen_addr" in (root / "etc/libvirtd.conf").read_text() else ""),
         ]
     )
 
@@ -119,13 +132,16 @@ def start(
     netns: str = "",
     listen_address: str = "",
     sanlock_run_dir: Path | None = None,
+    tls_dir: Path | None = None,
 ) -> Libvirtd:
     """Starts libvirtd + virtlogd under ``root`` and waits until the socket answers.
     ``sanlock_run_dir``: use sanlock as the lock manager, through the sanlock daemon
-    whose run directory that is (a dev-cluster host's own)."""
+    whose run directory that is (a dev-cluster host's own). ``tls_dir``: a cluster
+    member's tls directory: libvirtd listens with TLS (not plain TCP) and QEMU
+    migrates over TLS, with the certificates zsd exported there."""
     for target in _BINDS.values():
         Path(target).mkdir(parents=True, exist_ok=True)
-    _prepare(root, listen_address, sanlock_run_dir)
+    _prepare(root, listen_address, sanlock_run_dir, tls_dir)
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", _script(root, mask_kvm)]
     if sanlock_run_dir is not None:
         argv = ["env", f"SANLOCK_RUN_DIR={sanlock_run_dir}", *argv]

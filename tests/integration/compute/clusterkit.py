@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.zsdproc import zsctl
+from zsd.cluster.bootstrap import tls_paths
+from zsd.paths import Paths
 from zsd.testing import libvirtd
 from zsd.testing.devcluster import DevCluster, HostInfo, ZsdExtras
 from zsd.testing.libvirtd import Libvirtd
@@ -41,6 +43,9 @@ class PrivateLibvirtds:
                 netns=host.netns,
                 listen_address=host.address,
                 sanlock_run_dir=host.sanlock_run_dir if self._vm_leases else None,
+                # Migrations go over the cluster's TLS, with the certificates zsd
+                # exported when the host joined (zsd.cluster.libvirtpki).
+                tls_dir=tls_paths(Paths(root=host.root))[0].parent,
             )
         args = ["--set", f"hypervisor.libvirt_uri={self.by_host[host.name].uri}"]
         if self._vm_leases:
@@ -120,13 +125,8 @@ def two_hosts(work: Path, *, vm_leases: bool = False) -> Iterator[tuple[DevClust
     """A two-host dev cluster (h1, h2) under ``work``, each host with its private
     libvirtd (``vm_leases``: with sanlock as lock manager); all removed afterwards."""
     hook = PrivateLibvirtds(work / "libvirt", vm_leases=vm_leases)
-    # The private libvirtds take migrations over plain TCP (production: qemu+tls).
-    dc = DevCluster(
-        state_dir=work / "dc",
-        prefix=PREFIX,
-        hook=hook,
-        zsd_set=["hypervisor.migration_uri=qemu+tcp://{address}/system"],
-    )
+    # Migrations use zsd's default: qemu+tls to the host's address, the cluster's certificates.
+    dc = DevCluster(state_dir=work / "dc", prefix=PREFIX, hook=hook)
     try:
         dc.up(2)
         yield dc, hook

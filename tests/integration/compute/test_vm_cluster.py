@@ -6,6 +6,7 @@ host's reason."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,14 @@ def test_placement_routing_and_refusal(
     assert "huge" not in ok(dc, "h1", "vm", "list")
 
     # Live migration h2 -> h1, asked through h2: the same guest (no new boot) keeps
-    # running and is managed on h1 afterwards (a hot-plug there reaches it).
+    # running and is managed on h1 afterwards (a hot-plug there reaches it). The
+    # libvirtds listen only with TLS (the cluster's certificates): the move can only
+    # have gone over it.
+    for host in dc.hosts:
+        listening = subprocess.run(
+            ["ip", "netns", "exec", host.netns, "ss", "-Hltn"], capture_output=True, text=True, check=True
+        ).stdout
+        assert f"{host.address}:16514" in listening and ":16509" not in listening, listening
     console = Console(dc, "h1", name)
     console.expect("ready")
     moved = data(dc, "h2", "vm", "migrate", name)  # no --to: the only other host
