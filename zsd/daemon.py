@@ -178,6 +178,9 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 pools=lambda: storageconv.host_pools(core.storage.states),
                 vms=lambda: computeconv.host_vms(core.vms.vms.summary, core.vms.creating),
                 compute=core.compute,
+                devices_in_use=lambda: {
+                    a: s.spec.name for s in core.vms.vms.summary for a in s.spec.hostdevs
+                },
             ),
             server,
         )

@@ -107,7 +107,9 @@ def fake_tree(root: Path) -> FakeSysfs:
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, *, control: MemberControl | None = None) -> AsyncIterator[Served]:
+async def serve(
+    tmp_path: Path, *, control: MemberControl | None = None, in_use: dict[str, str] | None = None
+) -> AsyncIterator[Served]:
     sysfs = fake_tree(tmp_path / "sys")
     collector = SysfsCollector(sysfs.root)
     inventory = Inventory(collector=collector, interval=3600)
@@ -130,6 +132,7 @@ async def serve(tmp_path: Path, *, control: MemberControl | None = None) -> Asyn
             operations=OperationRegistry(host="node1"),
             control=cast(ClusterControl, control),
             sysfs=sysfs.root,
+            devices_in_use=lambda: in_use or {},
         )
 
         async def start() -> grpc.aio.Server:
@@ -239,6 +242,21 @@ async def test_refusals_carry_code_reason_and_field(
     assert says in message
     assert served.collector.calls == calls
     assert (await served.pf_in_host()).num_vfs == 2
+
+
+async def test_vfs_a_vm_has_are_never_removed(tmp_path: Path) -> None:
+    async with serve(tmp_path, in_use={VF1: "db1"}) as s:
+        for count in (0, 4):
+            with pytest.raises(grpc.RpcError) as raised:
+                await s.set_vfs(PF, count)
+            code, reason, field, message = details(raised.value)
+            assert (code, reason, field) == (PRECONDITION, "PCI_DEVICE_IN_USE", "address")
+            assert f"{VF1} (VM db1)" in message
+        assert (s.sysfs.device_dir(PF) / "sriov_numvfs").read_text().strip() == "2"
+    async with serve(tmp_path / "pf", in_use={PF: "router"}) as s:
+        with pytest.raises(grpc.RpcError) as raised:
+            await s.set_vfs(PF, 4)
+        assert details(raised.value)[1] == "PCI_DEVICE_IN_USE"
 
 
 async def test_another_host_of_the_cluster_of_one_is_not_found(served: Served) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -81,8 +81,11 @@ class HostService(host_pb2_grpc.HostServiceServicer):
         compute: host_pb2.HostCompute | None = None,
         clock: Callable[[], float] = time.time,
         sysfs: Path = pci.SYS,
+        devices_in_use: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
+        """``devices_in_use``: PCI address -> the VM here that has it (compute)."""
         self._gw = gateway
+        self._devices_in_use = devices_in_use
         self._cluster = cluster
         self._inventory = inventory
         self._ops = operations
@@ -212,6 +215,7 @@ class HostService(host_pb2_grpc.HostServiceServicer):
 
             async def change() -> None:
                 async with self._pci_lock:
+                    self._check_vfs_free(address)
                     pf = await trio.to_thread.run_sync(lambda: pci.set_vfs(address, count, sysfs=self._sysfs))
                     # Collected again only when the inventory shows the PF otherwise
                     # (a retry of a done change costs no collection, KVM probe included).
@@ -222,6 +226,20 @@ class HostService(host_pb2_grpc.HostServiceServicer):
             return self._own_pci_device(address)
 
         return await self._gw.handle(context, set_pci_vfs, request)
+
+    def _check_vfs_free(self, address: str) -> None:
+        """Changing a PF's VF count removes every VF it has: refused while a VM here
+        has one of them (or the PF itself)."""
+        in_use = self._devices_in_use()
+        affected = [address] + [d.address for d in self._inventory.facts.pci_devices if d.physfn == address]
+        users = sorted({f"{a} (VM {in_use[a]})" for a in affected if a in in_use})
+        if users:
+            raise FailedPrecondition(
+                f"PCI device {address}: {', '.join(users)} must be given up first "
+                "(changing the VF count removes every VF of the device)",
+                field="address",
+                reason="PCI_DEVICE_IN_USE",
+            )
 
     async def _serving_host_only(self, host: str, method: str) -> None:
         """For calls that change this machine itself: ``host`` must be the serving host
