@@ -7,7 +7,10 @@ resets the host), so each VM's own lease, which libvirt holds for QEMU, is free.
 The restart is declarative: the leader moves the VM's record to the host placement
 chooses, with the spec the dead host last reported for the VM; that host defines
 the VM from it and starts it (``restore``), and libvirt's start takes the VM lease
-first, so even a wrong verdict cannot run one VM on two hosts.
+first, so even a wrong verdict cannot run one VM on two hosts. The choice and the
+move are one step under the placement lock (``Scheduler.relocate``), so a create
+placed at the same time never takes the capacity or PCI devices a restart counted
+on, nor does the next restart of the same round.
 
 VMs without a lease (the host's libvirt has no sanlock lock manager) are not
 restarted: nothing would stop a host that only lost its storage from running them
@@ -27,13 +30,9 @@ import trio
 
 from zsd.cluster.control import ClusterControl, HostView
 from zsd.cluster.liveness import Liveness, verdict
-from zsd.cluster.store import Update
 from zsd.cluster.swim.member import MemberState
-from zsd.compute import policyrecords
-from zsd.compute.policyrecords import KIND_POLICY
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, choose, hosts
-from zsd.compute.settings import PlacementSettings
+from zsd.compute.scheduler import Demand, Scheduler
 from zsd.errors import ZsdError
 from zsd.v1 import compute_pb2, host_pb2
 
@@ -50,6 +49,8 @@ class Restart:
     spec: str
     """The VM's spec as its dead host last reported it."""
     running: bool
+    hostdevs: tuple[str, ...] = ()
+    """The host PCI devices ``spec`` gives the VM (the new host must have them free)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,26 +83,26 @@ def plan(
         if reported is None or not reported.ha_spec:
             skipped.append(Skipped(vm=record.name, why=f"{record.host} never reported its spec"))
             continue
-        if not json.loads(reported.ha_spec).get("lease_path"):
+        spec = json.loads(reported.ha_spec)
+        if not spec.get("lease_path"):
             skipped.append(Skipped(vm=record.name, why="it has no VM lease (no sanlock lock manager)"))
             continue
         restarts.append(
             Restart(
-                record=record, revision=revision, spec=reported.ha_spec, running=reported.state in _RUNNING
+                record=record,
+                revision=revision,
+                spec=reported.ha_spec,
+                running=reported.state in _RUNNING,
+                hostdevs=tuple(str(a) for a in spec.get("hostdevs", ())),
             )
         )
     return restarts, skipped
 
 
-def destination(
-    restart: Restart,
-    control: ClusterControl,
-    others: Sequence[VmRecord],
-    settings: PlacementSettings = DEFAULT_PLACEMENT,
-) -> str:
-    """Where placement puts the VM now (the dead host fails its filters)."""
+def demand(restart: Restart) -> Demand:
+    """What placement is asked for the VM (the dead host fails its filters)."""
     r = restart.record
-    demand = Demand(
+    return Demand(
         name=r.name,
         uid=r.uid,
         vcpus=r.vcpus,
@@ -109,18 +110,15 @@ def destination(
         group=r.group,
         pools=frozenset(r.pools),
         ha=True,
+        hostdevs=restart.hostdevs,
     )
-    policies = policyrecords.policies(control.replica.cache.list(KIND_POLICY))
-    return choose(demand, hosts(control, others), others, settings, policies)
 
 
 async def run(
-    control: ClusterControl,
-    *,
-    settings: PlacementSettings = DEFAULT_PLACEMENT,
-    clock: Callable[[], float] = time.time,
+    control: ClusterControl, scheduler: Scheduler, *, clock: Callable[[], float] = time.time
 ) -> None:
-    """Runs on every member; acts only while this host leads."""
+    """Runs on every member; acts only while this host leads. ``scheduler``: the one
+    CreateVm places with (its lock is what keeps the two apart)."""
     told: set[tuple[str, str]] = set()
     while True:
         if control.leading:
@@ -133,7 +131,7 @@ async def run(
                     told.add((s.vm, s.why))
                     log.warning("HA VM %s is not restarted: %s", s.vm, s.why)
             for restart in restarts:
-                why = await _restart(control, restart, [r for r, _ in records], settings, clock)
+                why = await _restart(scheduler, restart, clock)
                 if why and (restart.record.name, why) not in told:
                     told.add((restart.record.name, why))
                     log.warning(
@@ -146,29 +144,24 @@ async def run(
             await control.replica.wait_changed()
 
 
-async def _restart(
-    control: ClusterControl,
-    restart: Restart,
-    records: Sequence[VmRecord],
-    settings: PlacementSettings,
-    clock: Callable[[], float],
-) -> str:
+async def _restart(scheduler: Scheduler, restart: Restart, clock: Callable[[], float]) -> str:
     """Moves the record; "" when done, else why not (retried next round)."""
     r = restart.record
-    try:
-        host = destination(restart, control, [o for o in records if o.name != r.name], settings)
-        moved = replace(
+
+    def moved(host: str) -> VmRecord:
+        return replace(
             r,
             host=host,
+            hostdevs=restart.hostdevs,
             restart=restart.spec,
             restart_running=restart.running,
             restarted_from=r.host,
             restart_time=clock(),
         )
-        await control.store().commit(
-            [Update(kind=KIND_VM, name=r.name, data=moved.encode(), expected_revision=restart.revision)]
-        )
+
+    try:
+        record, _ = await scheduler.relocate(demand(restart), revision=restart.revision, moved=moved)
     except ZsdError as e:
         return str(e)
-    log.warning("HA VM %s: host %s is dead; restarting it on %s", r.name, r.host, host)
+    log.warning("HA VM %s: host %s is dead; restarting it on %s", r.name, r.host, record.host)
     return ""

@@ -1,6 +1,7 @@
 """The cluster's VM records: one ``vm`` record per VM in cluster.db, written by the
 leader, saying which host owns the VM and what placement needs to know about it
-(its size, scheduling group and the pools its disks are on).
+(its size, scheduling group, the pools its disks are on and the host PCI devices
+it is given).
 
 The VM's full spec lives with its domain on the owning host (in the domain's
 <metadata>); the record is the cluster's authority on where the VM is, so two
@@ -27,6 +28,8 @@ class VmRecord:
     memory_mib: int
     group: str = ""
     pools: tuple[str, ...] = ()
+    hostdevs: tuple[str, ...] = ()
+    """The host PCI devices the VM is given (placement keeps each one VM's)."""
     ha: bool = False
     create_time: float = 0.0
     restart: str = ""
@@ -47,6 +50,7 @@ class VmRecord:
                 "memory_mib": self.memory_mib,
                 "group": self.group,
                 "pools": list(self.pools),
+                "hostdevs": list(self.hostdevs),
                 "ha": self.ha,
                 "create_time": self.create_time,
                 "restart": self.restart,
@@ -69,6 +73,7 @@ class VmRecord:
                 memory_mib=int(doc["memory_mib"]),
                 group=str(doc.get("group", "")),
                 pools=tuple(str(p) for p in doc.get("pools", ())),
+                hostdevs=tuple(str(a) for a in doc.get("hostdevs", ())),
                 ha=bool(doc.get("ha", False)),
                 create_time=float(doc.get("create_time", 0.0)),
                 restart=str(doc.get("restart", "")),

@@ -72,6 +72,16 @@ def test_a_vm_its_dead_host_never_reported_is_not_restarted() -> None:
     assert restarts == [] and skipped[0].why == "h1 never reported its spec"
 
 
+def test_a_restart_asks_placement_for_the_devices_its_reported_spec_gives_the_vm() -> None:
+    # The record may predate its devices; the spec is what the new host defines.
+    spec = replace(LEASED, hostdevs=("0000:3b:00.1",))
+    dead = view("h1", gossip="dead", lease=HostStatus.DEAD, vms=[hostvm(spec)])
+    restarts, _ = ha.plan([dead], [(record("a", U1, "h1"), 5)])
+    assert restarts[0].hostdevs == ("0000:3b:00.1",)
+    assert ha.demand(restarts[0]).hostdevs == ("0000:3b:00.1",)
+    assert ha.demand(restarts[0]).ha
+
+
 def restarted(host: str, *, running: bool = True) -> VmRecord:
     return replace(
         record("a", U1, host),

@@ -157,6 +157,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
             pools=frozenset(p for p in _pools(create) if p != DEFAULT_POOL),
             pinned=req.host.removeprefix("hosts/"),
             ha=create.spec.ha,
+            hostdevs=create.spec.hostdevs,
         )
 
         async def on_leader() -> tuple[operation_pb2.Operation, int]:

@@ -8,7 +8,8 @@ where each new VM goes; the engine remembers every decision so the next one sees
   host-exclusion; mandatory or preferred), their validation and the rule or
   preference each one imposes on a placement;
 - ``ledger``: the mutable bookkeeping (free capacity per host, the group -> host ->
-  count index), updated incrementally on every placement and release;
+  count index, the PCI devices the VMs on each host hold), updated incrementally on
+  every placement and release;
 - ``filters``: why a host cannot take a VM, one reason per rejected host;
 - ``weighers``: which of the hosts that fit wins (spread or pack, preferred policies
   first);

@@ -58,6 +58,7 @@ class Engine:
             self._policies[p.vm_group] = p
         self._strategy = strategy
         self._rank = {name: i for i, name in enumerate(names)}
+        self._hosts = {h.name: h for h in hosts}
         self._fixed = filters.FixedFilters(hosts)
         self._ledger = Ledger(hosts, placements or {}, overcommit or Overcommit())
         self._keys = {name: self._key(name) for name in names}
@@ -94,6 +95,7 @@ class Engine:
         candidates: Set[str]
         candidates, fixed_rejects = self._fixed.split(demand)
         rejected = dict(fixed_rejects)
+        candidates = filters.free_devices(candidates, self._ledger, demand, self._hosts, rejected)
         bonus: Mapping[str, int] = {}
         policy = self._policies.get(demand.group) if demand.group else None
         if policy is not None:
@@ -108,7 +110,13 @@ class Engine:
         host = weighers.choose(fit, self._keys, bonus)
         self._ledger.add(
             demand.name,
-            Placement(host=host, group=demand.group, vcpus=demand.vcpus, memory_mib=demand.memory_mib),
+            Placement(
+                host=host,
+                group=demand.group,
+                vcpus=demand.vcpus,
+                memory_mib=demand.memory_mib,
+                hostdevs=demand.hostdevs,
+            ),
         )
         self._keys[host] = self._key(host)
         return Decision(vm=demand.name, host=host, rejected=MappingProxyType(rejected))
@@ -162,8 +170,10 @@ class Engine:
 
 def _no_valid_host(demand: VmDemand, rejected: Mapping[str, str]) -> ResourceExhausted:
     detail = "; ".join(f"{h}: {why}" for h, why in sorted(rejected.items())) or "the cluster has no hosts"
+    devices = f", PCI {' '.join(demand.hostdevs)}" if demand.hostdevs else ""
     return ResourceExhausted(
-        f"no host can run VM '{demand.name}' ({demand.vcpus} vCPUs, {demand.memory_mib} MiB): {detail}",
+        f"no host can run VM '{demand.name}' ({demand.vcpus} vCPUs, {demand.memory_mib} MiB{devices}): "
+        f"{detail}",
         reason="NO_VALID_HOST",
         metadata=rejected,
     )

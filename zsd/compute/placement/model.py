@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from zsd.errors import InvalidArgument
+from zsd.host.pci import PciDevice
 
 Strategy = Literal["spread", "pack"]
 STRATEGIES: tuple[Strategy, ...] = ("spread", "pack")
@@ -36,6 +37,9 @@ class HostState:
     """Storage pools this host reaches."""
     networks: frozenset[str] = frozenset()
     """Port groups present on this host."""
+    pci_devices: tuple[PciDevice, ...] = ()
+    """The PCI functions the host last reported, for passthrough (the scheduler gives
+    only those a VM asking for devices needs: them and their IOMMU groups)."""
     labels: Mapping[str, str] = field(default_factory=dict)
     down: str = ""
     """Why the host cannot take VMs at all for a reason the caller knows (no inventory
@@ -52,6 +56,8 @@ class VmDemand:
     networks: frozenset[str] = frozenset()
     group: str = ""
     """The VM scheduling group it belongs to; "" for none."""
+    hostdevs: tuple[str, ...] = ()
+    """Host PCI addresses the VM is given (each one VM's at a time)."""
 
 
 def validate_demand(demand: VmDemand) -> VmDemand:
@@ -72,6 +78,8 @@ class Placement:
     group: str = ""
     vcpus: int
     memory_mib: int
+    hostdevs: tuple[str, ...] = ()
+    """The host's PCI devices the VM holds."""
 
 
 @dataclass(frozen=True, kw_only=True)
