@@ -106,6 +106,14 @@ class ClusterVms:
             raise NotFound(f"VM 'vms/{vm}' does not exist", field="name", reason="VM_NOT_FOUND")
         if host == record.host:
             raise InvalidArgument(f"VM {vm} already runs on {host}", field="host", reason="SAME_HOST")
+        if record.hostdevs:
+            # A passed-through device is this host's hardware: QEMU cannot carry its
+            # state, and libvirt refuses to migrate a domain with one.
+            raise FailedPrecondition(
+                f"VM {vm} has host PCI devices ({', '.join(record.hostdevs)}): it stays on {record.host}",
+                field="name",
+                reason="VM_HAS_HOST_DEVICES",
+            )
         others = [r for r in self._records() if r.name != vm]
         demand = Demand(
             name=vm,

@@ -56,6 +56,10 @@ async def run_compute(
 ) -> None:
     hypervisor = Hypervisor(uri)
     traits = HostTraits(domain_type=domain_type, console_dir=paths.console_dir, nvram_dir=paths.nvram_dir)
+    # Made now, not at the first create: a VM migrating in is the first on some hosts,
+    # and its QEMU opens its console log here.
+    for directory in (traits.console_dir, traits.nvram_dir):
+        directory.mkdir(parents=True, exist_ok=True)
     vms = LocalVms(hypervisor, traits, pki_dir=pki_dir)
     host_vms = HostVms(
         vms=vms,

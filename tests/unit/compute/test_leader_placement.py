@@ -11,10 +11,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import trio
 
+from zsd.api.vmcluster import ClusterVms
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.leadership import LeadershipState
 from zsd.cluster.lease.authority import HostStatus
@@ -35,7 +38,7 @@ from zsd.compute import ha
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.compute.scheduler import Demand, Scheduler
 from zsd.compute.spec import VmSpec
-from zsd.errors import ResourceExhausted
+from zsd.errors import FailedPrecondition, ResourceExhausted
 from zsd.v1 import compute_pb2, host_pb2, storage_pb2
 
 MiB = 1 << 20
@@ -297,3 +300,23 @@ async def test_an_ha_vm_is_restarted_only_where_its_device_is_free(
         42.0,
     )
     assert VmSpec.from_json(moved.restart).hostdevs == (NIC,)
+
+
+async def test_a_vm_with_host_devices_is_not_moved(cluster: Cluster) -> None:
+    await cluster.host("h1", devices=[nic()])
+    await cluster.host("h2", devices=[nic()])
+    scheduler = Scheduler(cluster.control)
+    placed, _ = await scheduler.place(replace(demand("a", U1, NIC), pinned="h1"), request_id="r1")
+    peers = cast(Any, SimpleNamespace(host="h0"))  # destination() asks no peer
+    vms = ClusterVms(gateway=cast(Any, None), control=cluster.control, router=cast(Any, None), peers=peers)
+    for to in ("h2", ""):
+        with pytest.raises(FailedPrecondition) as refused:
+            vms.destination("a", to)
+        assert (refused.value.reason, refused.value.field) == ("VM_HAS_HOST_DEVICES", "name")
+        assert NIC in refused.value.message and placed.host == "h1"
+    # Without devices it gets through placement to h2 (whose report, here, names no
+    # migration URI).
+    await scheduler.place(replace(demand("b", U2), pinned="h1"), request_id="r2")
+    with pytest.raises(FailedPrecondition) as later:
+        vms.destination("b", "")
+    assert later.value.reason == "NO_MIGRATION_URI" and "host h2" in later.value.message
