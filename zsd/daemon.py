@@ -32,6 +32,7 @@ from zsd.api.server import ApiServer, Registrar
 from zsd.api.services.cluster import ClusterService
 from zsd.api.services.compute import VmService
 from zsd.api.services.hosts import HostMessageCache, HostService
+from zsd.api.services.network import NetworkService
 from zsd.api.services.operations import OperationService
 from zsd.api.services.peer import Authorize, PeerService
 from zsd.api.services.scheduling import SchedulingService
@@ -74,6 +75,9 @@ from zsd.compute.vmlease import VmLeases
 from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
+from zsd.network.catalog import NetworkCatalog
+from zsd.network.links import Links
+from zsd.network.reconciler import FabricReconciler
 from zsd.paths import Paths
 from zsd.peer.v1 import peer_pb2, peer_pb2_grpc
 from zsd.storage import clusterpools
@@ -89,6 +93,8 @@ from zsd.v1 import (
     compute_pb2_grpc,
     host_pb2,
     host_pb2_grpc,
+    network_pb2,
+    network_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
     scheduling_pb2,
@@ -133,6 +139,8 @@ class _Core:
     """The port every member's API listens on (peers reach each other there)."""
     scheduler: Scheduler | None = None
     """A member's placement: CreateVm and HA restarts share its lock."""
+    network: NetworkCatalog | None = None
+    """A member's switches and port groups (writes on the leader)."""
 
 
 def _registrar(bridge: Bridge, core: _Core) -> Registrar:
@@ -235,6 +243,9 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             ),
             server,
         )
+        network_pb2_grpc.add_NetworkServiceServicer_to_server(
+            NetworkService(gateway=gateway, catalog=core.network, router=router), server
+        )
         scheduling_pb2_grpc.add_SchedulingServiceServicer_to_server(
             SchedulingService(
                 gateway=gateway,
@@ -246,6 +257,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
         )
         return [
             compute_pb2.DESCRIPTOR.services_by_name["VmService"].full_name,
+            network_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
             scheduling_pb2.DESCRIPTOR.services_by_name["SchedulingService"].full_name,
             host_pb2.DESCRIPTOR.services_by_name["HostService"].full_name,
             storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name,
@@ -437,8 +449,14 @@ async def _start_member(
     scheduler = Scheduler(control, config.placement)
     nursery.start_soon(ha.run, control, scheduler)
     nursery.start_soon(restore.run, control, core.vms.vms, config.host_name, lambda: core.vms.creating)
+    fabric = FabricReconciler(
+        control=control, host=config.host_name, address=core.cluster.address, links=Links()
+    )
+    nursery.start_soon(fabric.run)
     port = api_config.tcp_listen.rsplit(":", 1)[1]
-    return replace(core, member=runtime, tls=tls, peer_port=port, scheduler=scheduler), api_config
+    network = NetworkCatalog(control)
+    core = replace(core, member=runtime, tls=tls, peer_port=port, scheduler=scheduler, network=network)
+    return core, api_config
 
 
 def _gossip(

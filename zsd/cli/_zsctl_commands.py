@@ -27,6 +27,7 @@ from zsd.v1 import (
     compute_pb2_grpc,
     host_pb2,
     host_pb2_grpc,
+    network_pb2_grpc,
     operation_pb2,
     operation_pb2_grpc,
     scheduling_pb2_grpc,
@@ -79,6 +80,7 @@ class Api:
     storage: storage_pb2_grpc.StorageServiceStub
     vms: compute_pb2_grpc.VmServiceStub
     scheduling: scheduling_pb2_grpc.SchedulingServiceStub
+    network: network_pb2_grpc.NetworkServiceStub
     timeout: float
     stream_timeout: float | None = None
 
@@ -91,6 +93,7 @@ class Api:
             storage=storage_pb2_grpc.StorageServiceStub(channel),
             vms=compute_pb2_grpc.VmServiceStub(channel),
             scheduling=scheduling_pb2_grpc.SchedulingServiceStub(channel),
+            network=network_pb2_grpc.NetworkServiceStub(channel),
             timeout=timeout,
             stream_timeout=stream_timeout,
         )

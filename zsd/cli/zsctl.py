@@ -62,6 +62,7 @@ from ._zsctl_endpoint import (
     resolve_endpoint,
 )
 from ._zsctl_errors import decode_rpc_error
+from ._zsctl_network_commands import add_network_nouns
 from ._zsctl_output import FORMATS, Clock
 from ._zsctl_policy_commands import add_policy_noun
 from ._zsctl_storage_commands import add_storage_nouns
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_nouns(noun, _operation_options)
     add_vm_noun(noun, _operation_options)
     add_policy_noun(noun)
+    add_network_nouns(noun)
 
     completion = nouns.add_parser(
         "completion", help="print a shell completion script", description="print a shell completion script"

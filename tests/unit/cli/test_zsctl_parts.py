@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -423,16 +425,15 @@ class InterruptedOperations:
         raise KeyboardInterrupt
 
 
+def _api(**stubs: Any) -> Api:
+    """An Api whose stubs are None but for the ones a test gives."""
+    names = [f.name for f in dataclasses.fields(Api) if f.name not in ("timeout", "stream_timeout")]
+    given: dict[str, Any] = {name: stubs.get(name) for name in names}
+    return Api(**given, timeout=1.0)
+
+
 def test_ctrl_c_while_waiting_says_how_to_resume() -> None:
-    api = Api(
-        hosts=None,
-        cluster=None,
-        operations=InterruptedOperations(),
-        storage=None,
-        vms=None,
-        scheduling=None,
-        timeout=1.0,
-    )  # type: ignore[arg-type]
+    api = _api(operations=InterruptedOperations())
     err = io.StringIO()
     console = Console(out=io.StringIO(), err=err, fmt="table", err_tty=False, now=lambda: NOW)
     args = argparse.Namespace(name="x", timeout_op=None)
@@ -495,9 +496,7 @@ class InterruptedWatch:
 
 def test_ctrl_c_while_watching_cancels_the_call_and_says_how_to_resume() -> None:
     watch = InterruptedWatch()
-    api = Api(
-        hosts=None, cluster=watch, operations=None, storage=None, vms=None, scheduling=None, timeout=1.0
-    )  # type: ignore[arg-type]
+    api = _api(cluster=watch)
     out, err = io.StringIO(), io.StringIO()
     console = Console(out=out, err=err, fmt="table", err_tty=False, now=lambda: NOW)
     args = argparse.Namespace(collections=["hosts"], from_revision=0)

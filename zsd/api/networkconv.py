@@ -1,0 +1,134 @@
+"""NetworkService messages <-> switches and port groups (``zsd.network.model``), with
+errors that name the request field."""
+
+from __future__ import annotations
+
+from zsd.api.convert import timestamp
+from zsd.api.names import host_id
+from zsd.errors import InvalidArgument
+from zsd.network.model import PortGroup, Subnet, Switch, validate_switch
+from zsd.storage import validate
+from zsd.v1 import network_pb2
+
+_Msg = network_pb2.Switch
+_KINDS = {_Msg.VLAN: "vlan", _Msg.VXLAN: "vxlan"}
+_KIND_ENUM = {v: k for k, v in _KINDS.items()}
+
+
+def switch_id(name: str, *, field: str = "name") -> str:
+    """The {switch} of "switches/{switch}"."""
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] != "switches" or not parts[1]:
+        raise InvalidArgument(
+            f"{name!r} is not a switch name; expected 'switches/{{switch}}'",
+            field=field,
+            reason="INVALID_NAME",
+        )
+    return parts[1] if parts[1] == "-" else validate.name(parts[1], field=field)
+
+
+def port_group_ids(name: str, *, field: str = "name") -> tuple[str, str]:
+    """({switch}, {port_group}) of "switches/{switch}/portGroups/{port_group}"."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "switches" or parts[2] != "portGroups":
+        raise InvalidArgument(
+            f"{name!r} is not a port group name; expected 'switches/{{switch}}/portGroups/{{port_group}}'",
+            field=field,
+            reason="INVALID_NAME",
+        )
+    return validate.name(parts[1], field=field), validate.name(parts[3], field=field)
+
+
+def switch_model(switch_id_: str, msg: network_pb2.Switch) -> Switch:
+    name = validate.name(switch_id_, field="switch_id")
+    if msg.name and msg.name != f"switches/{name}":
+        raise InvalidArgument(
+            f"switch.name {msg.name!r} disagrees with switch_id {name!r}; leave it empty", field="switch.name"
+        )
+    if msg.kind not in _KINDS:
+        raise InvalidArgument("required: VLAN or VXLAN", field="switch.kind")
+    hosts = tuple(host_id(h, field=f"switch.hosts[{i}]") for i, h in enumerate(msg.hosts))
+    uplinks = tuple(
+        sorted((host_id(h, field="switch.host_uplinks"), iface) for h, iface in msg.host_uplinks.items())
+    )
+    return validate_switch(
+        Switch(
+            name=name,
+            kind=_KINDS[msg.kind],
+            uplink=msg.uplink,
+            host_uplinks=uplinks,
+            mtu=msg.mtu,
+            hosts=hosts,
+            description=msg.description,
+        )
+    )
+
+
+def switch_message(switch: Switch, port_groups: list[PortGroup]) -> network_pb2.Switch:
+    return network_pb2.Switch(
+        name=f"switches/{switch.name}",
+        kind=_KIND_ENUM[switch.kind],
+        uplink=switch.uplink,
+        host_uplinks={f"hosts/{h}": i for h, i in switch.host_uplinks},
+        mtu=switch.mtu,
+        hosts=[f"hosts/{h}" for h in switch.hosts],
+        description=switch.description,
+        create_time=timestamp(switch.create_time),
+        port_groups=sorted(
+            f"switches/{switch.name}/portGroups/{g.name}" for g in port_groups if g.switch == switch.name
+        ),
+    )
+
+
+def port_group_model(switch: str, port_group_id: str, msg: network_pb2.PortGroup) -> PortGroup:
+    """A new port group from the request; whether it fits its switch and the others is
+    the leader's check (``NetworkCatalog``)."""
+    name = validate.name(port_group_id, field="port_group_id")
+    full = f"switches/{switch}/portGroups/{name}"
+    if msg.name and msg.name != full:
+        raise InvalidArgument(
+            f"port_group.name {msg.name!r} disagrees with {full!r}; leave it empty", field="port_group.name"
+        )
+    subnets = []
+    for i, s in enumerate(msg.subnets):
+        ranges = []
+        for k, text in enumerate(s.allocation_ranges):
+            start, sep, end = text.partition("-")
+            if not sep:
+                raise InvalidArgument(
+                    f"{text!r} is not a range like 192.0.2.10-192.0.2.99",
+                    field=f"port_group.subnets[{i}].allocation_ranges[{k}]",
+                )
+            ranges.append((start.strip(), end.strip()))
+        subnets.append(Subnet(cidr=s.cidr, gateway=s.gateway, allocation_ranges=tuple(ranges)))
+    return PortGroup(
+        switch=switch,
+        name=name,
+        vlan_id=msg.vlan_id,
+        vni=msg.vni,
+        subnets=tuple(subnets),
+        dns_servers=tuple(msg.dns_servers),
+        domain=msg.domain,
+        dhcp=msg.dhcp,
+        description=msg.description,
+    )
+
+
+def port_group_message(pg: PortGroup) -> network_pb2.PortGroup:
+    return network_pb2.PortGroup(
+        name=f"switches/{pg.switch}/portGroups/{pg.name}",
+        vlan_id=pg.vlan_id,
+        vni=pg.vni,
+        subnets=[
+            network_pb2.Subnet(
+                cidr=s.cidr, gateway=s.gateway, allocation_ranges=[f"{a}-{b}" for a, b in s.allocation_ranges]
+            )
+            for s in pg.subnets
+        ],
+        dns_servers=list(pg.dns_servers),
+        domain=pg.domain,
+        dhcp=pg.dhcp,
+        description=pg.description,
+        create_time=timestamp(pg.create_time),
+        bridge=pg.bridge,
+    )

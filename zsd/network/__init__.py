@@ -1,0 +1,1 @@
+"""Distributed switches, port groups, DHCP/DNS and security groups."""

@@ -1,0 +1,185 @@
+"""The leader's writes of switches and port groups: each checked against what the
+cluster state holds (names taken, segment ids, the switch a port group belongs to,
+users of what is deleted) and committed in one transaction, one at a time, so two
+concurrent creates can never take the same VLAN id or VNI. A retry with the same
+request id returns the first answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import trio
+
+from zsd.cluster.control import ClusterControl
+from zsd.cluster.hostctl import fingerprint
+from zsd.cluster.store import Create, Delete
+from zsd.errors import AlreadyExists, FailedPrecondition, NotFound
+from zsd.network import records
+from zsd.network.model import PortGroup, Switch, validate_port_group, validate_switch
+from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
+
+Users = Callable[[PortGroup], list[str]]
+"""The NICs (or other users) of a port group, by name: a port group in use stays."""
+
+
+def _no_users(_pg: PortGroup) -> list[str]:
+    return []
+
+
+class NetworkCatalog:
+    def __init__(
+        self, control: ClusterControl, *, users: Users = _no_users, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._control = control
+        self._users = users
+        self._clock = clock
+        self._lock = trio.Lock()
+
+    # -- reads (this host's copy) ---------------------------------------------------
+
+    def switches(self) -> list[Switch]:
+        return records.switches(self._control.replica.cache.list(KIND_SWITCH))
+
+    def port_groups(self, switch: str | None = None) -> list[PortGroup]:
+        groups = records.port_groups(self._control.replica.cache.list(KIND_PORT_GROUP))
+        return [g for g in groups if switch is None or g.switch == switch]
+
+    def switch(self, name: str) -> Switch:
+        stored = self._control.replica.cache.get(KIND_SWITCH, name)
+        if stored is None:
+            raise NotFound(
+                f"switch 'switches/{name}' does not exist", field="name", reason="SWITCH_NOT_FOUND"
+            )
+        return records.decode_switch(stored.data)
+
+    def port_group(self, switch: str, name: str) -> PortGroup:
+        stored = self._control.replica.cache.get(KIND_PORT_GROUP, f"{switch}/{name}")
+        if stored is None:
+            raise NotFound(
+                f"port group 'switches/{switch}/portGroups/{name}' does not exist",
+                field="name",
+                reason="PORT_GROUP_NOT_FOUND",
+            )
+        return records.decode_port_group(stored.data)
+
+    # -- writes (leader) ------------------------------------------------------------
+
+    async def create_switch(self, switch: Switch, *, request_id: str) -> tuple[Switch, int]:
+        validate_switch(switch)
+        store = self._control.store()
+        fp = fingerprint("CreateSwitch", switch.name, records.encode_switch(switch))
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return self.switch(switch.name), replay.revision
+            if self._control.replica.cache.get(KIND_SWITCH, switch.name) is not None:
+                raise AlreadyExists(f"switch 'switches/{switch.name}' already exists", field="switch_id")
+            switch = replace(switch, create_time=self._clock())
+            result = await store.commit(
+                [Create(kind=KIND_SWITCH, name=switch.name, data=records.encode_switch(switch))],
+                request_id=request_id,
+                fingerprint=fp,
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return switch, result.revision
+
+    async def delete_switch(self, name: str, *, request_id: str) -> int:
+        store = self._control.store()
+        fp = fingerprint("DeleteSwitch", name)
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return replay.revision
+            self.switch(name)
+            groups = self.port_groups(name)
+            if groups:
+                listed = ", ".join(f"switches/{name}/portGroups/{g.name}" for g in groups)
+                raise FailedPrecondition(
+                    f"switch 'switches/{name}' still has port groups: {listed}",
+                    field="name",
+                    reason="SWITCH_IN_USE",
+                )
+            result = await store.commit(
+                [Delete(kind=KIND_SWITCH, name=name)], request_id=request_id, fingerprint=fp
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return result.revision
+
+    async def create_port_group(self, pg: PortGroup, *, request_id: str) -> tuple[PortGroup, int]:
+        store = self._control.store()
+        fp = fingerprint("CreatePortGroup", pg.key, records.encode_port_group(pg))
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return self.port_group(pg.switch, pg.name), replay.revision
+            try:
+                switch = self.switch(pg.switch)
+            except NotFound as e:
+                raise NotFound(e.message, field="parent", reason="SWITCH_NOT_FOUND") from None
+            validate_port_group(pg, switch)
+            if self._control.replica.cache.get(KIND_PORT_GROUP, pg.key) is not None:
+                raise AlreadyExists(
+                    f"port group 'switches/{pg.switch}/portGroups/{pg.name}' already exists",
+                    field="port_group_id",
+                )
+            self._check_segment(pg, switch)
+            pg = replace(pg, create_time=self._clock())
+            result = await store.commit(
+                [Create(kind=KIND_PORT_GROUP, name=pg.key, data=records.encode_port_group(pg))],
+                request_id=request_id,
+                fingerprint=fp,
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return pg, result.revision
+
+    def _check_segment(self, pg: PortGroup, switch: Switch) -> None:
+        """A VLAN id is one switch's (or one uplink's: two switches on one NIC share its
+        tags); a VNI is the cluster's (the kernel keys VXLAN devices by it)."""
+        by_name = {s.name: s for s in self.switches()}
+        for other in self.port_groups():
+            owner = by_name.get(other.switch)
+            if owner is None or owner.kind != switch.kind:
+                continue
+            if switch.kind == "vxlan" and other.vni == pg.vni:
+                taken_by, what, field_ = other, f"VNI {pg.vni}", "port_group.vni"
+            elif (
+                switch.kind == "vlan"
+                and other.vlan_id == pg.vlan_id
+                and (owner.name == switch.name or owner.uplink == switch.uplink)
+            ):
+                taken_by, what, field_ = (
+                    other,
+                    f"VLAN {pg.vlan_id} on uplink {switch.uplink}",
+                    "port_group.vlan_id",
+                )
+            else:
+                continue
+            raise AlreadyExists(
+                f"{what} is taken by port group 'switches/{taken_by.switch}/portGroups/{taken_by.name}'",
+                field=field_,
+                reason="SEGMENT_TAKEN",
+            )
+
+    async def delete_port_group(self, switch: str, name: str, *, request_id: str) -> int:
+        store = self._control.store()
+        fp = fingerprint("DeletePortGroup", f"{switch}/{name}")
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return replay.revision
+            pg = self.port_group(switch, name)
+            users = self._users(pg)
+            if users:
+                listed = ", ".join(sorted(users))
+                raise FailedPrecondition(
+                    f"port group 'switches/{switch}/portGroups/{name}' is in use by {listed}",
+                    field="name",
+                    reason="PORT_GROUP_IN_USE",
+                )
+            result = await store.commit(
+                [Delete(kind=KIND_PORT_GROUP, name=pg.key)], request_id=request_id, fingerprint=fp
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return result.revision

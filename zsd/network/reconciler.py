@@ -1,0 +1,81 @@
+"""Every member host converges its kernel to the cluster's switches: on each change of
+its state copy, and every ``resync`` seconds (links changed behind zsd's back come
+back). A zsd restart changes nothing that is already right, so VM taps stay on their
+bridges."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from zsd.cluster.control import ClusterControl
+from zsd.network import records
+from zsd.network.fabric import HostFabric, plan
+from zsd.network.links import Links
+from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
+
+log = logging.getLogger(__name__)
+
+
+class FabricReconciler:
+    def __init__(
+        self,
+        *,
+        control: ClusterControl,
+        host: str,
+        address: str,
+        links: Links,
+        resync: float = 30.0,
+        on_problems: Callable[[list[str]], None] = lambda _p: None,
+    ) -> None:
+        self._control = control
+        self._host = host
+        self._address = address
+        self._links = links
+        self._resync = resync
+        self._on_problems = on_problems
+        self.applied: HostFabric | None = None
+        """The fabric of the last round (for the API and tests)."""
+        self.problems: list[str] = []
+        self._rounds = trio.Event()
+
+    def desired(self) -> HostFabric:
+        cache = self._control.replica.cache
+        members = {v.entry.name: v.entry.address for v in self._control.host_views()}
+        return plan(
+            host=self._host,
+            address=self._address,
+            switches=records.switches(cache.list(KIND_SWITCH)),
+            port_groups=records.port_groups(cache.list(KIND_PORT_GROUP)),
+            members=members,
+        )
+
+    async def round(self) -> list[str]:
+        fabric = self.desired()
+        problems = await trio.to_thread.run_sync(self._links.apply, fabric)
+        if problems != self.problems:
+            for problem in problems:
+                log.warning("network: %s", problem)
+            self._on_problems(problems)
+        self.applied, self.problems = fabric, problems
+        self._rounds.set()
+        self._rounds = trio.Event()
+        return problems
+
+    async def wait_round(self) -> None:
+        await self._rounds.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self.round()
+            except Exception as e:
+                # The network must not take the host's other duties down with it.
+                log.exception("network: converging the host's links failed")
+                self.problems = [f"converging the host's links failed: {e}"]
+            # Problems (an uplink not there yet) are retried sooner than a full resync.
+            with trio.move_on_after(5.0 if self.problems else self._resync):
+                await self._control.replica.wait_changed()
