@@ -240,6 +240,7 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 host=core.cluster.host_name,
                 cluster=vm_cluster,
                 scheduler=scheduler,
+                network=core.network,
             ),
             server,
         )

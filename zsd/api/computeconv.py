@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
-from zsd.api import storagenames
+from zsd.api import networkconv, storagenames
 from zsd.api.storageconv import qos_message
 from zsd.compute.hostvms import CreateRequest, DiskRequest, RootDisk, random_mac
 from zsd.compute.runtime import VmStatus
@@ -59,9 +59,19 @@ def disk_request(message: compute_pb2.VmDisk, *, field: str) -> DiskRequest:
     )
 
 
-def nic(message: compute_pb2.VmNic) -> NicSpec:
+def nic(message: compute_pb2.VmNic, *, field: str = "nic") -> NicSpec:
     model = message.model or "virtio"
+    network_nic = ""
+    if message.nic:
+        network_nic = networkconv.nic_id(message.nic, field=f"{field}.nic")
+        if message.mac or message.bridge:
+            raise InvalidArgument(
+                "leave mac and bridge empty: they come from the NIC",
+                field=f"{field}.mac" if message.mac else f"{field}.bridge",
+            )
     return NicSpec(
+        nic=network_nic,
+        # A NIC of the network gets its MAC on the VM's host (``HostVms`` resolves it).
         mac=message.mac or random_mac(),
         model=model,
         # Emulated models have only QEMU's own backend.
@@ -91,7 +101,7 @@ def create_request(req: compute_pb2.CreateVmRequest) -> CreateRequest:
         memory_mib=vm.memory_mib or 512,
         machine=vm.machine or "pc",
         firmware=vm.firmware or "bios",
-        nics=tuple(nic(n) for n in vm.nics),
+        nics=tuple(nic(n, field=f"vm.nics[{i}]") for i, n in enumerate(vm.nics)),
         hostdevs=tuple(vm.hostdevs),
         graphics=vm.graphics or "vnc",
         ha=vm.ha,
@@ -149,6 +159,7 @@ def vm(status: VmStatus, *, host: str) -> compute_pb2.Vm:
                 socket_path=n.socket_path,
                 boot_order=n.boot_order,
                 mtu=n.mtu,
+                nic=f"nics/{n.nic}" if n.nic else "",
             )
             for n in spec.nics
         ],

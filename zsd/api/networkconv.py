@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from zsd.api.convert import timestamp
 from zsd.api.names import host_id
+from zsd.compute.records import VmRecord
 from zsd.errors import InvalidArgument
-from zsd.network.model import PortGroup, Subnet, Switch, validate_switch
+from zsd.network.model import PortGroup, Subnet, Switch, link_name, validate_switch
+from zsd.network.nics import NicRecord
 from zsd.storage import validate
 from zsd.v1 import network_pb2
 
@@ -131,4 +133,43 @@ def port_group_message(pg: PortGroup) -> network_pb2.PortGroup:
         description=pg.description,
         create_time=timestamp(pg.create_time),
         bridge=pg.bridge,
+    )
+
+
+def nic_id(name: str, *, field: str = "name") -> str:
+    """The {nic} of "nics/{nic}"."""
+    parts = name.split("/")
+    if len(parts) != 2 or parts[0] != "nics":
+        raise InvalidArgument(
+            f"{name!r} is not a NIC name; expected 'nics/{{nic}}'", field=field, reason="INVALID_NAME"
+        )
+    return validate.name(parts[1], field=field)
+
+
+def nic_record(nic_id_: str, msg: network_pb2.VirtualNic) -> NicRecord:
+    """A new NIC from CreateNicRequest; its MAC and addresses are the leader's to
+    allocate (``NetworkCatalog.create_nic``)."""
+    name = validate.name(nic_id_, field="nic_id")
+    if msg.name and msg.name != f"nics/{name}":
+        raise InvalidArgument(
+            f"nic.name {msg.name!r} disagrees with nic_id {name!r}; leave it empty", field="nic.name"
+        )
+    switch, group = port_group_ids(msg.port_group, field="nic.port_group")
+    if len(msg.description) > 1024:
+        raise InvalidArgument("at most 1024 characters", field="nic.description")
+    return NicRecord(name=name, port_group=f"{switch}/{group}", mac=msg.mac, description=msg.description)
+
+
+def nic_message(record: NicRecord, user: VmRecord | None) -> network_pb2.VirtualNic:
+    switch, _, group = record.port_group.partition("/")
+    return network_pb2.VirtualNic(
+        name=f"nics/{record.name}",
+        port_group=f"switches/{switch}/portGroups/{group}",
+        mac=record.mac,
+        ip_addresses=list(record.addresses),
+        description=record.description,
+        create_time=timestamp(record.create_time),
+        vm=f"vms/{user.name}" if user is not None else "",
+        host=f"hosts/{user.host}" if user is not None else "",
+        bridge=link_name("zb", record.port_group),
     )

@@ -30,7 +30,7 @@ from zsd.cluster.control import ClusterControl
 from zsd.compute import policyrecords
 from zsd.compute.policyrecords import KIND_POLICY
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, choose, hosts
+from zsd.compute.scheduler import DEFAULT_PLACEMENT, Demand, choose, hosts, nic_networks
 from zsd.compute.settings import PlacementSettings
 from zsd.errors import FailedPrecondition, InvalidArgument, NotFound, ZsdError
 from zsd.v1 import compute_pb2, host_pb2
@@ -123,10 +123,12 @@ class ClusterVms:
             group=record.group,
             pools=frozenset(record.pools),
             pinned=host,
+            nics=record.nics,
         )
         elsewhere = [h for h in hosts(self._control, others) if h.name != record.host]
         policies = policyrecords.policies(self._control.replica.cache.list(KIND_POLICY))
-        host = choose(demand, elsewhere, others, self._placement, policies)
+        networks = nic_networks(self._control, record.nics)
+        host = choose(demand, elsewhere, others, self._placement, policies, networks=networks)
         view = self._control.host_view(host)
         assert view.status is not None  # choose refused a host without a report
         compute = host_pb2.Host.FromString(view.status).compute

@@ -22,6 +22,7 @@ _Switch = network_pb2.Switch
 KINDS = {"vlan": _Switch.VLAN, "vxlan": _Switch.VXLAN}
 SWITCH_COLUMNS = ("NAME", "KIND", "UPLINK", "MTU", "HOSTS", "PORT GROUPS")
 PORT_GROUP_COLUMNS = ("NAME", "SEGMENT", "SUBNETS", "DHCP", "BRIDGE")
+NIC_COLUMNS = ("NAME", "PORT GROUP", "MAC", "ADDRESSES", "VM", "HOST")
 
 
 def switch_name(text: str) -> str:
@@ -179,6 +180,62 @@ def cmd_portgroup_delete(args: argparse.Namespace, api: Api, console: Console) -
     return 0
 
 
+def nic_name(text: str) -> str:
+    return text if text.startswith("nics/") else f"nics/{text}"
+
+
+def nic_rows(nics: Sequence[network_pb2.VirtualNic]) -> list[list[str]]:
+    return [
+        [
+            n.name.removeprefix("nics/"),
+            n.port_group.removeprefix("switches/").replace("/portGroups/", "/"),
+            n.mac,
+            ",".join(n.ip_addresses) or EMPTY,
+            n.vm.removeprefix("vms/") or EMPTY,
+            n.host.removeprefix("hosts/") or EMPTY,
+        ]
+        for n in nics
+    ]
+
+
+def cmd_nic_list(args: argparse.Namespace, api: Api, console: Console) -> int:
+    def fetch(token: str) -> tuple[Sequence[network_pb2.VirtualNic], str]:
+        r = api.network.ListNics(network_pb2.ListNicsRequest(page_token=token), timeout=api.timeout)
+        return r.nics, r.next_page_token
+
+    nics = collect_pages(fetch)
+    console.many(nics, NIC_COLUMNS, nic_rows(nics))
+    return 0
+
+
+def cmd_nic_show(args: argparse.Namespace, api: Api, console: Console) -> int:
+    console.one(api.network.GetNic(network_pb2.GetNicRequest(name=nic_name(args.name)), timeout=api.timeout))
+    return 0
+
+
+def cmd_nic_create(args: argparse.Namespace, api: Api, console: Console) -> int:
+    request = network_pb2.CreateNicRequest(
+        nic_id=args.name.removeprefix("nics/"),
+        nic=network_pb2.VirtualNic(
+            port_group=args.port_group,
+            mac=args.mac or "",
+            ip_addresses=args.ip or [],
+            description=args.description or "",
+        ),
+        request_id=args.request_id or str(uuid.uuid4()),
+    )
+    console.one(api.network.CreateNic(request, timeout=api.timeout))
+    return 0
+
+
+def cmd_nic_delete(args: argparse.Namespace, api: Api, console: Console) -> int:
+    request_id = args.request_id or str(uuid.uuid4())
+    request = network_pb2.DeleteNicRequest(name=nic_name(args.name), request_id=request_id)
+    api.network.DeleteNic(request, timeout=api.timeout)
+    console.line(f"deleted {request.name}")
+    return 0
+
+
 def add_network_nouns(noun: NounFactory) -> None:
     switches = noun("switch", "distributed switches (VLAN or VXLAN) spanning the hosts")
     switches.verb("list", "list the switches", cmd_switch_list)
@@ -230,4 +287,20 @@ def add_network_nouns(noun: NounFactory) -> None:
     create.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     delete = groups.verb("delete", "delete a port group no NIC uses", cmd_portgroup_delete)
     delete.add_argument("name", type=port_group_name, metavar="SWITCH/PORTGROUP")
+    delete.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+
+    nics = noun("nic", "NICs: ports on a port group with their MAC and addresses (vm create --nic nic=NAME)")
+    nics.verb("list", "list the NICs, with the VM and host using each", cmd_nic_list)
+    nics.verb("show", "show one NIC", cmd_nic_show).add_argument("name", metavar="NIC")
+    create = nics.verb("create", "create a NIC (the leader allocates its MAC and addresses)", cmd_nic_create)
+    create.add_argument("name", metavar="NIC")
+    create.add_argument("port_group", type=port_group_name, metavar="SWITCH/PORTGROUP")
+    create.add_argument("--mac", help="default: a unique locally administered one")
+    create.add_argument(
+        "--ip", action="append", metavar="ADDRESS", help="an address to take (repeat; default: allocated)"
+    )
+    create.add_argument("--description")
+    create.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    delete = nics.verb("delete", "delete a NIC no VM uses", cmd_nic_delete)
+    delete.add_argument("name", metavar="NIC")
     delete.add_argument("--request-id", help="idempotency key (default: a new UUID)")

@@ -58,7 +58,8 @@ def disk_argument(text: str) -> compute_pb2.VmDisk:
 
 
 def nic_argument(text: str) -> compute_pb2.VmNic:
-    """``bridge=BR[,model=M][,backend=B][,mac=MAC][,mtu=N][,boot=N][,socket=PATH]``; ``-`` = defaults."""
+    """``nic=NIC`` (a network NIC) or ``bridge=BR``, ``[,model=M][,backend=B][,mac=MAC][,mtu=N][,boot=N]
+    [,socket=PATH]``; ``-`` = defaults."""
     nic = compute_pb2.VmNic()
     if text == "-":
         return nic
@@ -66,13 +67,15 @@ def nic_argument(text: str) -> compute_pb2.VmNic:
         key, _, value = option.partition("=")
         if key in ("bridge", "model", "backend", "mac") and value:
             setattr(nic, key, value)
+        elif key == "nic" and value:
+            nic.nic = value if value.startswith("nics/") else f"nics/{value}"
         elif key == "socket" and value:
             nic.socket_path = value
         elif key in ("mtu", "boot") and value.isdigit():
             setattr(nic, "mtu" if key == "mtu" else "boot_order", int(value))
         else:
             raise argparse.ArgumentTypeError(
-                f"{option!r}: NIC options are bridge=, model=, backend=, mac=, mtu=, boot=, socket="
+                f"{option!r}: NIC options are nic=, bridge=, model=, backend=, mac=, mtu=, boot=, socket="
             )
     return nic
 
@@ -343,7 +346,7 @@ def _create_options(
         "--disk", type=disk_argument, action="append", metavar="POOL/VOLUME[,bus=B,readonly,boot=N]"
     )
     create.add_argument(
-        "--nic", type=nic_argument, action="append", metavar="bridge=BR[,model=M,mac=MAC,...]|-"
+        "--nic", type=nic_argument, action="append", metavar="nic=NIC|bridge=BR[,model=M,mac=MAC,...]|-"
     )
     create.add_argument("--ha", action="store_true", help="restart it elsewhere when its host dies")
     create.add_argument(

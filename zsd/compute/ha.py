@@ -111,6 +111,7 @@ def demand(restart: Restart) -> Demand:
         pools=frozenset(r.pools),
         ha=True,
         hostdevs=restart.hostdevs,
+        nics=r.nics,
     )
 
 

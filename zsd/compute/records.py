@@ -30,6 +30,9 @@ class VmRecord:
     pools: tuple[str, ...] = ()
     hostdevs: tuple[str, ...] = ()
     """The host PCI devices the VM is given (placement keeps each one VM's)."""
+    nics: tuple[str, ...] = ()
+    """The network's NICs (``nics/{nic}`` names without the prefix) the VM plugs into:
+    a NIC is in use exactly while a VM record lists it."""
     ha: bool = False
     create_time: float = 0.0
     restart: str = ""
@@ -51,6 +54,7 @@ class VmRecord:
                 "group": self.group,
                 "pools": list(self.pools),
                 "hostdevs": list(self.hostdevs),
+                "nics": list(self.nics),
                 "ha": self.ha,
                 "create_time": self.create_time,
                 "restart": self.restart,
@@ -74,6 +78,7 @@ class VmRecord:
                 group=str(doc.get("group", "")),
                 pools=tuple(str(p) for p in doc.get("pools", ())),
                 hostdevs=tuple(str(a) for a in doc.get("hostdevs", ())),
+                nics=tuple(str(n) for n in doc.get("nics", ())),
                 ha=bool(doc.get("ha", False)),
                 create_time=float(doc.get("create_time", 0.0)),
                 restart=str(doc.get("restart", "")),

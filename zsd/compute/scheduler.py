@@ -29,8 +29,11 @@ from zsd.compute.placement.policies import Policy, check_policy
 from zsd.compute.policyrecords import KIND_POLICY, PolicyRecord
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.compute.settings import PlacementSettings
-from zsd.errors import AlreadyExists, NotFound
+from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.host.pci import PciDevice
+from zsd.network import records as netrecords
+from zsd.network.nics import KIND_NIC, NicRecord
+from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
 from zsd.v1 import host_pb2, storage_pb2
 
 MiB = 1 << 20
@@ -59,6 +62,8 @@ class Demand:
     ha: bool = False
     hostdevs: tuple[str, ...] = ()
     """Host PCI addresses the VM is given (each host must have them, free)."""
+    nics: tuple[str, ...] = ()
+    """The network's NICs the VM plugs into (each host must carry their port groups)."""
 
 
 def hosts(
@@ -68,6 +73,7 @@ def hosts(
     from its own report, usage from the records (what the leader has promised).
     ``hostdevs``: the PCI addresses the VM to place asks for; each host comes with the
     reported functions the assignment rules look at for them (see ``_pci_devices``)."""
+    spans = _port_groups_by_host(control)
     used: dict[str, tuple[int, int]] = {}
     for r in records:
         cpu, mem = used.get(r.host, (0, 0))
@@ -98,9 +104,25 @@ def hosts(
                     if p.state == storage_pb2.Pool.ACTIVE
                 ),
                 pci_devices=_pci_devices(report, hostdevs) if hostdevs and report is not None else (),
+                networks=spans(view.entry.name),
             )
         )
     return out
+
+
+def _port_groups_by_host(control: ClusterControl) -> Callable[[str], frozenset[str]]:
+    """host -> the port groups (``switch/port_group``) its switches bring there."""
+    cache = control.replica.cache
+    switches = {s.name: s for s in netrecords.switches(cache.list(KIND_SWITCH))}
+    groups = [(g.key, switches.get(g.switch)) for g in netrecords.port_groups(cache.list(KIND_PORT_GROUP))]
+    return lambda host: frozenset(key for key, sw in groups if sw is not None and sw.spans(host))
+
+
+def nic_networks(control: ClusterControl, names: Sequence[str]) -> frozenset[str]:
+    """The port groups of the NICs ``names`` (those that exist)."""
+    cache = control.replica.cache
+    found = (cache.get(KIND_NIC, n) for n in names)
+    return frozenset(NicRecord.decode(r.data).port_group for r in found if r is not None)
 
 
 def _pci_devices(report: host_pb2.Host, wanted: Collection[str]) -> tuple[PciDevice, ...]:
@@ -141,16 +163,19 @@ def choose(
     records: Sequence[VmRecord] = (),
     settings: PlacementSettings = DEFAULT_PLACEMENT,
     policies: Sequence[Policy] = (),
+    *,
+    networks: frozenset[str] = frozenset(),
 ) -> str:
     """The host for ``demand`` among ``candidates`` (the placement engine's filters,
     each rejection with its reason, then its weighing and the scheduling policies);
     ``records``: the VMs already placed (their hosts' usage is in ``candidates``; these
-    feed the groups)."""
+    feed the groups). ``networks``: the port groups of the VM's NICs (``nic_networks``)."""
     if demand.pinned:
         pinned = [h for h in candidates if h.name == demand.pinned]
         if not pinned:
             raise NotFound(f"hosts/{demand.pinned} is not a member of this cluster", field="host")
         candidates = pinned
+    demand_networks = networks
     engine = Engine(
         hosts=candidates,
         placements=placements(records),
@@ -166,6 +191,7 @@ def choose(
             pools=demand.pools,
             group=demand.group,
             hostdevs=demand.hostdevs,
+            networks=demand_networks,
         )
     )
     return decision.host
@@ -201,6 +227,7 @@ class Scheduler:
                     reason="VM_EXISTS",
                 )
             records = self._records()
+            self._check_nics(demand, records)
             host = self._choose(demand, records)
             record = VmRecord(
                 name=demand.name,
@@ -211,6 +238,7 @@ class Scheduler:
                 group=demand.group,
                 pools=tuple(sorted(demand.pools)),
                 hostdevs=demand.hostdevs,
+                nics=demand.nics,
                 ha=demand.ha,
                 create_time=self._clock(),
             )
@@ -243,7 +271,27 @@ class Scheduler:
 
     def _choose(self, demand: Demand, records: Sequence[VmRecord]) -> str:
         candidates = hosts(self._control, records, hostdevs=frozenset(demand.hostdevs))
-        return choose(demand, candidates, records, self._settings, self._policies())
+        networks = nic_networks(self._control, demand.nics)
+        return choose(demand, candidates, records, self._settings, self._policies(), networks=networks)
+
+    def _check_nics(self, demand: Demand, records: Sequence[VmRecord]) -> None:
+        """Each NIC exists and no other VM has it (under the placement lock, so two
+        creates never take one NIC)."""
+        users = {nic: r for r in records if r.name != demand.name for nic in r.nics}
+        cache = self._control.replica.cache
+        for i, nic in enumerate(demand.nics):
+            if cache.get(KIND_NIC, nic) is None:
+                raise NotFound(
+                    f"NIC 'nics/{nic}' does not exist", field=f"vm.nics[{i}].nic", reason="NIC_NOT_FOUND"
+                )
+            if nic in users:
+                raise FailedPrecondition(
+                    f"NIC 'nics/{nic}' is in use by VM 'vms/{users[nic].name}'",
+                    field=f"vm.nics[{i}].nic",
+                    reason="NIC_IN_USE",
+                )
+            if nic in demand.nics[:i]:
+                raise InvalidArgument(f"NIC 'nics/{nic}' is listed twice", field=f"vm.nics[{i}].nic")
 
     def _records(self) -> list[VmRecord]:
         return [VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM)]

@@ -65,6 +65,9 @@ class NicSpec:
     """The port group, for people (the network issue resolves it to a bridge)."""
     boot_order: int = 0
     mtu: int = 0
+    nic: str = ""
+    """The network's NIC (``nics/{nic}`` without the prefix) whose MAC and port group
+    this is; empty for a NIC on a bridge given by hand."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,5 +234,7 @@ def validate_nic(nic: NicSpec, *, prefix: str) -> None:
         if nic.bridge and not _BRIDGE.fullmatch(nic.bridge):
             raise _bad(f"{prefix}.bridge", f"{nic.bridge!r} is not an interface name (1-15 of A-Za-z0-9_.-)")
     _range(nic.boot_order, 0, 64, f"{prefix}.boot_order")
+    if nic.nic:
+        storage_validate.name(nic.nic, field=f"{prefix}.nic")
     if nic.mtu:
         _range(nic.mtu, 576, 65535, f"{prefix}.mtu")

@@ -7,7 +7,7 @@ request id returns the first answer."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import trio
@@ -15,13 +15,16 @@ import trio
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.hostctl import fingerprint
 from zsd.cluster.store import Create, Delete
+from zsd.compute.records import KIND_VM, VmRecord
 from zsd.errors import AlreadyExists, FailedPrecondition, NotFound
-from zsd.network import records
+from zsd.network import nics, records
 from zsd.network.model import PortGroup, Switch, validate_port_group, validate_switch
+from zsd.network.nics import KIND_NIC, NicRecord, allocate_addresses, allocate_mac
 from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
+from zsd.storage import validate as names
 
 Users = Callable[[PortGroup], list[str]]
-"""The NICs (or other users) of a port group, by name: a port group in use stays."""
+"""Users of a port group besides its NICs, by name: a port group in use stays."""
 
 
 def _no_users(_pg: PortGroup) -> list[str]:
@@ -30,11 +33,17 @@ def _no_users(_pg: PortGroup) -> list[str]:
 
 class NetworkCatalog:
     def __init__(
-        self, control: ClusterControl, *, users: Users = _no_users, clock: Callable[[], float] = time.time
+        self,
+        control: ClusterControl,
+        *,
+        users: Users = _no_users,
+        clock: Callable[[], float] = time.time,
+        new_mac: Callable[[set[str]], str] = lambda taken: allocate_mac("", taken),
     ) -> None:
         self._control = control
         self._users = users
         self._clock = clock
+        self._new_mac = new_mac
         self._lock = trio.Lock()
 
     # -- reads (this host's copy) ---------------------------------------------------
@@ -170,7 +179,7 @@ class NetworkCatalog:
             if replay is not None:
                 return replay.revision
             pg = self.port_group(switch, name)
-            users = self._users(pg)
+            users = [f"nics/{n.name}" for n in self.nics() if n.port_group == pg.key] + self._users(pg)
             if users:
                 listed = ", ".join(sorted(users))
                 raise FailedPrecondition(
@@ -180,6 +189,76 @@ class NetworkCatalog:
                 )
             result = await store.commit(
                 [Delete(kind=KIND_PORT_GROUP, name=pg.key)], request_id=request_id, fingerprint=fp
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return result.revision
+
+    # -- NICs -------------------------------------------------------------------------
+
+    def nics(self) -> list[NicRecord]:
+        return nics.decode_all(self._control.replica.cache.list(KIND_NIC))
+
+    def nic(self, name: str) -> NicRecord:
+        stored = self._control.replica.cache.get(KIND_NIC, name)
+        if stored is None:
+            raise NotFound(f"NIC 'nics/{name}' does not exist", field="name", reason="NIC_NOT_FOUND")
+        return NicRecord.decode(stored.data)
+
+    def nic_users(self) -> dict[str, VmRecord]:
+        """NIC name -> the VM record listing it."""
+        vms = (VmRecord.decode(r.data) for r in self._control.replica.cache.list(KIND_VM))
+        return {nic: vm for vm in vms for nic in vm.nics}
+
+    async def create_nic(
+        self, record: NicRecord, *, ip_addresses: Sequence[str], request_id: str
+    ) -> tuple[NicRecord, int]:
+        """Allocates the MAC (unless ``record.mac``) and the addresses (``ip_addresses``
+        checked, the rest chosen) against every other NIC, then commits."""
+        store = self._control.store()
+        fp = fingerprint("CreateNic", record.name, record.encode(), ",".join(ip_addresses).encode())
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return self.nic(record.name), replay.revision
+            names.name(record.name, field="nic_id")
+            if self._control.replica.cache.get(KIND_NIC, record.name) is not None:
+                raise AlreadyExists(f"NIC 'nics/{record.name}' already exists", field="nic_id")
+            switch, _, group = record.port_group.partition("/")
+            try:
+                pg = self.port_group(switch, group)
+            except NotFound as e:
+                raise NotFound(e.message, field="nic.port_group", reason="PORT_GROUP_NOT_FOUND") from None
+            others = self.nics()
+            macs = {n.mac for n in others}
+            mac = allocate_mac(record.mac, macs) if record.mac else self._new_mac(macs)
+            taken = {a: f"nics/{n.name}" for n in others if n.port_group == pg.key for a in n.addresses}
+            addresses = allocate_addresses(pg, ip_addresses, taken)
+            record = replace(record, mac=mac, addresses=addresses, create_time=self._clock())
+            result = await store.commit(
+                [Create(kind=KIND_NIC, name=record.name, data=record.encode())],
+                request_id=request_id,
+                fingerprint=fp,
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return record, result.revision
+
+    async def delete_nic(self, name: str, *, request_id: str) -> int:
+        store = self._control.store()
+        fp = fingerprint("DeleteNic", name)
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return replay.revision
+            self.nic(name)
+            user = self.nic_users().get(name)
+            if user is not None:
+                raise FailedPrecondition(
+                    f"NIC 'nics/{name}' is in use by VM 'vms/{user.name}' (on {user.host})",
+                    field="name",
+                    reason="NIC_IN_USE",
+                )
+            result = await store.commit(
+                [Delete(kind=KIND_NIC, name=name)], request_id=request_id, fingerprint=fp
             )
             await self._control.wait_revision(result.revision, 5.0)
             return result.revision

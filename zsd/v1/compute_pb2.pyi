@@ -196,6 +196,7 @@ class VmNic(_message.Message):
     SOCKET_PATH_FIELD_NUMBER: _builtins.int
     BOOT_ORDER_FIELD_NUMBER: _builtins.int
     MTU_FIELD_NUMBER: _builtins.int
+    NIC_FIELD_NUMBER: _builtins.int
     mac: _builtins.str
     """Lowercase, unicast; generated (52:54:00:xx:xx:xx) when empty."""
     model: _builtins.str
@@ -209,6 +210,11 @@ class VmNic(_message.Message):
     socket_path: _builtins.str
     boot_order: _builtins.int
     mtu: _builtins.int
+    nic: _builtins.str
+    """A NIC of the network ("nics/{nic}", NetworkService): its MAC and its port group's
+    bridge on the VM's host are used (leave mac and bridge empty); placement puts the
+    VM only on hosts its switch spans, and a NIC serves one VM at a time.
+    """
     def __init__(
         self,
         *,
@@ -219,10 +225,11 @@ class VmNic(_message.Message):
         socket_path: _builtins.str = ...,
         boot_order: _builtins.int = ...,
         mtu: _builtins.int = ...,
+        nic: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "boot_order", b"boot_order", "bridge", b"bridge", "mac", b"mac", "model", b"model", "mtu", b"mtu", "socket_path", b"socket_path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "boot_order", b"boot_order", "bridge", b"bridge", "mac", b"mac", "model", b"model", "mtu", b"mtu", "nic", b"nic", "socket_path", b"socket_path"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14zsd/v1/network.proto\x12\x06zsd.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x02\n\x06Switch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.zsd.v1.Switch.Kind\x12\x0e\n\x06uplink\x18\x03 \x01(\t\x12\x35\n\x0chost_uplinks\x18\x04 \x03(\x0b\x32\x1f.zsd.v1.Switch.HostUplinksEntry\x12\x0b\n\x03mtu\x18\x05 \x01(\x05\x12\r\n\x05hosts\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bport_groups\x18\t \x03(\t\x1a\x32\n\x10HostUplinksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04VLAN\x10\x01\x12\t\n\x05VXLAN\x10\x02\"B\n\x06Subnet\x12\x0c\n\x04\x63idr\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x19\n\x11\x61llocation_ranges\x18\x03 \x03(\t\"\xe1\x01\n\tPortGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07vlan_id\x18\x02 \x01(\x05\x12\x0b\n\x03vni\x18\x03 \x01(\x05\x12\x1f\n\x07subnets\x18\x04 \x03(\x0b\x32\x0e.zsd.v1.Subnet\x12\x13\n\x0b\x64ns_servers\x18\x05 \x03(\t\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12\x0c\n\x04\x64hcp\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x62ridge\x18\n \x01(\t\"<\n\x13ListSwitchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x14ListSwitchesResponse\x12 \n\x08switches\x18\x01 \x03(\x0b\x32\x0e.zsd.v1.Switch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10GetSwitchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x13\x43reateSwitchRequest\x12\x11\n\tswitch_id\x18\x01 \x01(\t\x12\x1e\n\x06switch\x18\x02 \x01(\x0b\x32\x0e.zsd.v1.Switch\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x44\x65leteSwitchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x15ListPortGroupsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x16ListPortGroupsResponse\x12&\n\x0bport_groups\x18\x01 \x03(\x0b\x32\x11.zsd.v1.PortGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13GetPortGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\x16\x43reatePortGroupRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x15\n\rport_group_id\x18\x02 \x01(\t\x12%\n\nport_group\x18\x03 \x01(\x0b\x32\x11.zsd.v1.PortGroup\x12\x12\n\nrequest_id\x18\x04 \x01(\t\":\n\x16\x44\x65letePortGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t2\xb6\x04\n\x0eNetworkService\x12I\n\x0cListSwitches\x12\x1b.zsd.v1.ListSwitchesRequest\x1a\x1c.zsd.v1.ListSwitchesResponse\x12\x35\n\tGetSwitch\x12\x18.zsd.v1.GetSwitchRequest\x1a\x0e.zsd.v1.Switch\x12;\n\x0c\x43reateSwitch\x12\x1b.zsd.v1.CreateSwitchRequest\x1a\x0e.zsd.v1.Switch\x12\x43\n\x0c\x44\x65leteSwitch\x12\x1b.zsd.v1.DeleteSwitchRequest\x1a\x16.google.protobuf.Empty\x12O\n\x0eListPortGroups\x12\x1d.zsd.v1.ListPortGroupsRequest\x1a\x1e.zsd.v1.ListPortGroupsResponse\x12>\n\x0cGetPortGroup\x12\x1b.zsd.v1.GetPortGroupRequest\x1a\x11.zsd.v1.PortGroup\x12\x44\n\x0f\x43reatePortGroup\x12\x1e.zsd.v1.CreatePortGroupRequest\x1a\x11.zsd.v1.PortGroup\x12I\n\x0f\x44\x65letePortGroup\x12\x1e.zsd.v1.DeletePortGroupRequest\x1a\x16.google.protobuf.EmptyB\x1aZ\x18zsd.dev/api/zsd/v1;zsdv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14zsd/v1/network.proto\x12\x06zsd.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\nVirtualNic\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nport_group\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x14\n\x0cip_addresses\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02vm\x18\x07 \x01(\t\x12\x0c\n\x04host\x18\x08 \x01(\t\x12\x0e\n\x06\x62ridge\x18\t \x01(\t\"8\n\x0fListNicsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x10ListNicsResponse\x12 \n\x04nics\x18\x01 \x03(\x0b\x32\x12.zsd.v1.VirtualNic\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\rGetNicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"W\n\x10\x43reateNicRequest\x12\x0e\n\x06nic_id\x18\x01 \x01(\t\x12\x1f\n\x03nic\x18\x02 \x01(\x0b\x32\x12.zsd.v1.VirtualNic\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"4\n\x10\x44\x65leteNicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xde\x02\n\x06Switch\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.zsd.v1.Switch.Kind\x12\x0e\n\x06uplink\x18\x03 \x01(\t\x12\x35\n\x0chost_uplinks\x18\x04 \x03(\x0b\x32\x1f.zsd.v1.Switch.HostUplinksEntry\x12\x0b\n\x03mtu\x18\x05 \x01(\x05\x12\r\n\x05hosts\x18\x06 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bport_groups\x18\t \x03(\t\x1a\x32\n\x10HostUplinksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x08\n\x04VLAN\x10\x01\x12\t\n\x05VXLAN\x10\x02\"B\n\x06Subnet\x12\x0c\n\x04\x63idr\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x19\n\x11\x61llocation_ranges\x18\x03 \x03(\t\"\xe1\x01\n\tPortGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07vlan_id\x18\x02 \x01(\x05\x12\x0b\n\x03vni\x18\x03 \x01(\x05\x12\x1f\n\x07subnets\x18\x04 \x03(\x0b\x32\x0e.zsd.v1.Subnet\x12\x13\n\x0b\x64ns_servers\x18\x05 \x03(\t\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12\x0c\n\x04\x64hcp\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x62ridge\x18\n \x01(\t\"<\n\x13ListSwitchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x14ListSwitchesResponse\x12 \n\x08switches\x18\x01 \x03(\x0b\x32\x0e.zsd.v1.Switch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10GetSwitchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\\\n\x13\x43reateSwitchRequest\x12\x11\n\tswitch_id\x18\x01 \x01(\t\x12\x1e\n\x06switch\x18\x02 \x01(\x0b\x32\x0e.zsd.v1.Switch\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"7\n\x13\x44\x65leteSwitchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x15ListPortGroupsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x16ListPortGroupsResponse\x12&\n\x0bport_groups\x18\x01 \x03(\x0b\x32\x11.zsd.v1.PortGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13GetPortGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"z\n\x16\x43reatePortGroupRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x15\n\rport_group_id\x18\x02 \x01(\t\x12%\n\nport_group\x18\x03 \x01(\x0b\x32\x11.zsd.v1.PortGroup\x12\x12\n\nrequest_id\x18\x04 \x01(\t\":\n\x16\x44\x65letePortGroupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t2\xa4\x06\n\x0eNetworkService\x12I\n\x0cListSwitches\x12\x1b.zsd.v1.ListSwitchesRequest\x1a\x1c.zsd.v1.ListSwitchesResponse\x12\x35\n\tGetSwitch\x12\x18.zsd.v1.GetSwitchRequest\x1a\x0e.zsd.v1.Switch\x12;\n\x0c\x43reateSwitch\x12\x1b.zsd.v1.CreateSwitchRequest\x1a\x0e.zsd.v1.Switch\x12\x43\n\x0c\x44\x65leteSwitch\x12\x1b.zsd.v1.DeleteSwitchRequest\x1a\x16.google.protobuf.Empty\x12O\n\x0eListPortGroups\x12\x1d.zsd.v1.ListPortGroupsRequest\x1a\x1e.zsd.v1.ListPortGroupsResponse\x12>\n\x0cGetPortGroup\x12\x1b.zsd.v1.GetPortGroupRequest\x1a\x11.zsd.v1.PortGroup\x12\x44\n\x0f\x43reatePortGroup\x12\x1e.zsd.v1.CreatePortGroupRequest\x1a\x11.zsd.v1.PortGroup\x12I\n\x0f\x44\x65letePortGroup\x12\x1e.zsd.v1.DeletePortGroupRequest\x1a\x16.google.protobuf.Empty\x12=\n\x08ListNics\x12\x17.zsd.v1.ListNicsRequest\x1a\x18.zsd.v1.ListNicsResponse\x12\x33\n\x06GetNic\x12\x15.zsd.v1.GetNicRequest\x1a\x12.zsd.v1.VirtualNic\x12\x39\n\tCreateNic\x12\x18.zsd.v1.CreateNicRequest\x1a\x12.zsd.v1.VirtualNic\x12=\n\tDeleteNic\x12\x18.zsd.v1.DeleteNicRequest\x1a\x16.google.protobuf.EmptyB\x1aZ\x18zsd.dev/api/zsd/v1;zsdv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,36 +36,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z\030zsd.dev/api/zsd/v1;zsdv1'
   _globals['_SWITCH_HOSTUPLINKSENTRY']._loaded_options = None
   _globals['_SWITCH_HOSTUPLINKSENTRY']._serialized_options = b'8\001'
-  _globals['_SWITCH']._serialized_start=95
-  _globals['_SWITCH']._serialized_end=445
-  _globals['_SWITCH_HOSTUPLINKSENTRY']._serialized_start=344
-  _globals['_SWITCH_HOSTUPLINKSENTRY']._serialized_end=394
-  _globals['_SWITCH_KIND']._serialized_start=396
-  _globals['_SWITCH_KIND']._serialized_end=445
-  _globals['_SUBNET']._serialized_start=447
-  _globals['_SUBNET']._serialized_end=513
-  _globals['_PORTGROUP']._serialized_start=516
-  _globals['_PORTGROUP']._serialized_end=741
-  _globals['_LISTSWITCHESREQUEST']._serialized_start=743
-  _globals['_LISTSWITCHESREQUEST']._serialized_end=803
-  _globals['_LISTSWITCHESRESPONSE']._serialized_start=805
-  _globals['_LISTSWITCHESRESPONSE']._serialized_end=886
-  _globals['_GETSWITCHREQUEST']._serialized_start=888
-  _globals['_GETSWITCHREQUEST']._serialized_end=920
-  _globals['_CREATESWITCHREQUEST']._serialized_start=922
-  _globals['_CREATESWITCHREQUEST']._serialized_end=1014
-  _globals['_DELETESWITCHREQUEST']._serialized_start=1016
-  _globals['_DELETESWITCHREQUEST']._serialized_end=1071
-  _globals['_LISTPORTGROUPSREQUEST']._serialized_start=1073
-  _globals['_LISTPORTGROUPSREQUEST']._serialized_end=1151
-  _globals['_LISTPORTGROUPSRESPONSE']._serialized_start=1153
-  _globals['_LISTPORTGROUPSRESPONSE']._serialized_end=1242
-  _globals['_GETPORTGROUPREQUEST']._serialized_start=1244
-  _globals['_GETPORTGROUPREQUEST']._serialized_end=1279
-  _globals['_CREATEPORTGROUPREQUEST']._serialized_start=1281
-  _globals['_CREATEPORTGROUPREQUEST']._serialized_end=1403
-  _globals['_DELETEPORTGROUPREQUEST']._serialized_start=1405
-  _globals['_DELETEPORTGROUPREQUEST']._serialized_end=1463
-  _globals['_NETWORKSERVICE']._serialized_start=1466
-  _globals['_NETWORKSERVICE']._serialized_end=2032
+  _globals['_VIRTUALNIC']._serialized_start=95
+  _globals['_VIRTUALNIC']._serialized_end=288
+  _globals['_LISTNICSREQUEST']._serialized_start=290
+  _globals['_LISTNICSREQUEST']._serialized_end=346
+  _globals['_LISTNICSRESPONSE']._serialized_start=348
+  _globals['_LISTNICSRESPONSE']._serialized_end=425
+  _globals['_GETNICREQUEST']._serialized_start=427
+  _globals['_GETNICREQUEST']._serialized_end=456
+  _globals['_CREATENICREQUEST']._serialized_start=458
+  _globals['_CREATENICREQUEST']._serialized_end=545
+  _globals['_DELETENICREQUEST']._serialized_start=547
+  _globals['_DELETENICREQUEST']._serialized_end=599
+  _globals['_SWITCH']._serialized_start=602
+  _globals['_SWITCH']._serialized_end=952
+  _globals['_SWITCH_HOSTUPLINKSENTRY']._serialized_start=851
+  _globals['_SWITCH_HOSTUPLINKSENTRY']._serialized_end=901
+  _globals['_SWITCH_KIND']._serialized_start=903
+  _globals['_SWITCH_KIND']._serialized_end=952
+  _globals['_SUBNET']._serialized_start=954
+  _globals['_SUBNET']._serialized_end=1020
+  _globals['_PORTGROUP']._serialized_start=1023
+  _globals['_PORTGROUP']._serialized_end=1248
+  _globals['_LISTSWITCHESREQUEST']._serialized_start=1250
+  _globals['_LISTSWITCHESREQUEST']._serialized_end=1310
+  _globals['_LISTSWITCHESRESPONSE']._serialized_start=1312
+  _globals['_LISTSWITCHESRESPONSE']._serialized_end=1393
+  _globals['_GETSWITCHREQUEST']._serialized_start=1395
+  _globals['_GETSWITCHREQUEST']._serialized_end=1427
+  _globals['_CREATESWITCHREQUEST']._serialized_start=1429
+  _globals['_CREATESWITCHREQUEST']._serialized_end=1521
+  _globals['_DELETESWITCHREQUEST']._serialized_start=1523
+  _globals['_DELETESWITCHREQUEST']._serialized_end=1578
+  _globals['_LISTPORTGROUPSREQUEST']._serialized_start=1580
+  _globals['_LISTPORTGROUPSREQUEST']._serialized_end=1658
+  _globals['_LISTPORTGROUPSRESPONSE']._serialized_start=1660
+  _globals['_LISTPORTGROUPSRESPONSE']._serialized_end=1749
+  _globals['_GETPORTGROUPREQUEST']._serialized_start=1751
+  _globals['_GETPORTGROUPREQUEST']._serialized_end=1786
+  _globals['_CREATEPORTGROUPREQUEST']._serialized_start=1788
+  _globals['_CREATEPORTGROUPREQUEST']._serialized_end=1910
+  _globals['_DELETEPORTGROUPREQUEST']._serialized_start=1912
+  _globals['_DELETEPORTGROUPREQUEST']._serialized_end=1970
+  _globals['_NETWORKSERVICE']._serialized_start=1973
+  _globals['_NETWORKSERVICE']._serialized_end=2777
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,179 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class VirtualNic(_message.Message):
+    """A port on a port group: what a VM's network interface plugs into
+    (CreateVmRequest.vm.nics[].nic). Resource name: nics/{nic}.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PORT_GROUP_FIELD_NUMBER: _builtins.int
+    MAC_FIELD_NUMBER: _builtins.int
+    IP_ADDRESSES_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    VM_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    BRIDGE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """nics/{nic}"""
+    port_group: _builtins.str
+    """switches/{switch}/portGroups/{port_group}"""
+    mac: _builtins.str
+    """Empty on create: a unique, locally administered one (02:xx:xx:xx:xx:xx)."""
+    description: _builtins.str
+    vm: _builtins.str
+    """Output only: the VM using it ("vms/{vm}"), and where that VM runs ("hosts/{host}")."""
+    host: _builtins.str
+    bridge: _builtins.str
+    """Output only: the Linux bridge its tap joins on the VM's host."""
+    @_builtins.property
+    def ip_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty on create: the lowest free address of each of the port group's subnets
+        (from its allocation ranges). Asked for: each in a subnet, free, one per subnet;
+        subnets not covered still get one.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        port_group: _builtins.str = ...,
+        mac: _builtins.str = ...,
+        ip_addresses: _abc.Iterable[_builtins.str] | None = ...,
+        description: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        vm: _builtins.str = ...,
+        host: _builtins.str = ...,
+        bridge: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "create_time", b"create_time", "description", b"description", "host", b"host", "ip_addresses", b"ip_addresses", "mac", b"mac", "name", b"name", "port_group", b"port_group", "vm", b"vm"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VirtualNic: _TypeAlias = VirtualNic  # noqa: Y015
+
+@_typing.final
+class ListNicsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNicsRequest: _TypeAlias = ListNicsRequest  # noqa: Y015
+
+@_typing.final
+class ListNicsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NICS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___VirtualNic]: ...
+    def __init__(
+        self,
+        *,
+        nics: _abc.Iterable[Global___VirtualNic] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "nics", b"nics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNicsResponse: _TypeAlias = ListNicsResponse  # noqa: Y015
+
+@_typing.final
+class GetNicRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNicRequest: _TypeAlias = GetNicRequest  # noqa: Y015
+
+@_typing.final
+class CreateNicRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NIC_ID_FIELD_NUMBER: _builtins.int
+    NIC_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    nic_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def nic(self) -> Global___VirtualNic: ...
+    def __init__(
+        self,
+        *,
+        nic_id: _builtins.str = ...,
+        nic: Global___VirtualNic | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["nic", b"nic"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nic", b"nic", "nic_id", b"nic_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNicRequest: _TypeAlias = CreateNicRequest  # noqa: Y015
+
+@_typing.final
+class DeleteNicRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNicRequest: _TypeAlias = DeleteNicRequest  # noqa: Y015
+
+@_typing.final
 class Switch(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -75,6 +75,26 @@ class NetworkServiceStub:
                 request_serializer=zsd_dot_v1_dot_network__pb2.DeletePortGroupRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ListNics = channel.unary_unary(
+                '/zsd.v1.NetworkService/ListNics',
+                request_serializer=zsd_dot_v1_dot_network__pb2.ListNicsRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.ListNicsResponse.FromString,
+                _registered_method=True)
+        self.GetNic = channel.unary_unary(
+                '/zsd.v1.NetworkService/GetNic',
+                request_serializer=zsd_dot_v1_dot_network__pb2.GetNicRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.VirtualNic.FromString,
+                _registered_method=True)
+        self.CreateNic = channel.unary_unary(
+                '/zsd.v1.NetworkService/CreateNic',
+                request_serializer=zsd_dot_v1_dot_network__pb2.CreateNicRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.VirtualNic.FromString,
+                _registered_method=True)
+        self.DeleteNic = channel.unary_unary(
+                '/zsd.v1.NetworkService/DeleteNic',
+                request_serializer=zsd_dot_v1_dot_network__pb2.DeleteNicRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -130,6 +150,33 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNic(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateNic(self, request, context):
+        """The leader allocates the MAC and the addresses (or checks those asked for:
+        ALREADY_EXISTS MAC_TAKEN / ADDRESS_TAKEN naming the holder).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNic(self, request, context):
+        """FAILED_PRECONDITION NIC_IN_USE while a VM has it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +218,26 @@ def add_NetworkServiceServicer_to_server(servicer, server):
             'DeletePortGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.DeletePortGroup,
                     request_deserializer=zsd_dot_v1_dot_network__pb2.DeletePortGroupRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListNics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNics,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.ListNicsRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.ListNicsResponse.SerializeToString,
+            ),
+            'GetNic': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNic,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.GetNicRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.VirtualNic.SerializeToString,
+            ),
+            'CreateNic': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNic,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.CreateNicRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.VirtualNic.SerializeToString,
+            ),
+            'DeleteNic': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNic,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.DeleteNicRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
@@ -389,6 +456,114 @@ class NetworkService:
             target,
             '/zsd.v1.NetworkService/DeletePortGroup',
             zsd_dot_v1_dot_network__pb2.DeletePortGroupRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/ListNics',
+            zsd_dot_v1_dot_network__pb2.ListNicsRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.ListNicsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/GetNic',
+            zsd_dot_v1_dot_network__pb2.GetNicRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.VirtualNic.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/CreateNic',
+            zsd_dot_v1_dot_network__pb2.CreateNicRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.VirtualNic.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/DeleteNic',
+            zsd_dot_v1_dot_network__pb2.DeleteNicRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -49,6 +49,14 @@ class NetworkServiceStub:
     CreatePortGroup: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreatePortGroupRequest, _network_pb2.PortGroup]
     DeletePortGroup: _grpc.UnaryUnaryMultiCallable[_network_pb2.DeletePortGroupRequest, _empty_pb2.Empty]
     """FAILED_PRECONDITION PORT_GROUP_IN_USE while NICs are in it (they are listed)."""
+    ListNics: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListNicsRequest, _network_pb2.ListNicsResponse]
+    GetNic: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetNicRequest, _network_pb2.VirtualNic]
+    CreateNic: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreateNicRequest, _network_pb2.VirtualNic]
+    """The leader allocates the MAC and the addresses (or checks those asked for:
+    ALREADY_EXISTS MAC_TAKEN / ADDRESS_TAKEN naming the holder).
+    """
+    DeleteNic: _grpc.UnaryUnaryMultiCallable[_network_pb2.DeleteNicRequest, _empty_pb2.Empty]
+    """FAILED_PRECONDITION NIC_IN_USE while a VM has it."""
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
@@ -63,6 +71,14 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     CreatePortGroup: _aio.UnaryUnaryMultiCallable[_network_pb2.CreatePortGroupRequest, _network_pb2.PortGroup]  # type: ignore[assignment]
     DeletePortGroup: _aio.UnaryUnaryMultiCallable[_network_pb2.DeletePortGroupRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """FAILED_PRECONDITION PORT_GROUP_IN_USE while NICs are in it (they are listed)."""
+    ListNics: _aio.UnaryUnaryMultiCallable[_network_pb2.ListNicsRequest, _network_pb2.ListNicsResponse]  # type: ignore[assignment]
+    GetNic: _aio.UnaryUnaryMultiCallable[_network_pb2.GetNicRequest, _network_pb2.VirtualNic]  # type: ignore[assignment]
+    CreateNic: _aio.UnaryUnaryMultiCallable[_network_pb2.CreateNicRequest, _network_pb2.VirtualNic]  # type: ignore[assignment]
+    """The leader allocates the MAC and the addresses (or checks those asked for:
+    ALREADY_EXISTS MAC_TAKEN / ADDRESS_TAKEN naming the holder).
+    """
+    DeleteNic: _aio.UnaryUnaryMultiCallable[_network_pb2.DeleteNicRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """FAILED_PRECONDITION NIC_IN_USE while a VM has it."""
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -122,5 +138,37 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """FAILED_PRECONDITION PORT_GROUP_IN_USE while NICs are in it (they are listed)."""
+
+    @_abc_1.abstractmethod
+    def ListNics(
+        self,
+        request: _network_pb2.ListNicsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.ListNicsResponse, _abc.Awaitable[_network_pb2.ListNicsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNic(
+        self,
+        request: _network_pb2.GetNicRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.VirtualNic, _abc.Awaitable[_network_pb2.VirtualNic]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateNic(
+        self,
+        request: _network_pb2.CreateNicRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.VirtualNic, _abc.Awaitable[_network_pb2.VirtualNic]]:
+        """The leader allocates the MAC and the addresses (or checks those asked for:
+        ALREADY_EXISTS MAC_TAKEN / ADDRESS_TAKEN naming the holder).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteNic(
+        self,
+        request: _network_pb2.DeleteNicRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """FAILED_PRECONDITION NIC_IN_USE while a VM has it."""
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -38,7 +38,11 @@ from zsd.compute import ha
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.compute.scheduler import Demand, Scheduler
 from zsd.compute.spec import VmSpec
-from zsd.errors import FailedPrecondition, ResourceExhausted
+from zsd.errors import FailedPrecondition, NotFound, ResourceExhausted
+from zsd.network import records as netrecords
+from zsd.network.model import PortGroup, Switch
+from zsd.network.nics import KIND_NIC, NicRecord
+from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
 from zsd.v1 import compute_pb2, host_pb2, storage_pb2
 
 MiB = 1 << 20
@@ -320,3 +324,36 @@ async def test_a_vm_with_host_devices_is_not_moved(cluster: Cluster) -> None:
     with pytest.raises(FailedPrecondition) as later:
         vms.destination("b", "")
     assert later.value.reason == "NO_MIGRATION_URI" and "host h2" in later.value.message
+
+
+def nic_record(name: str, port_group: str) -> bytes:
+    return NicRecord(name=name, port_group=port_group, mac=f"02:00:00:00:00:{ord(name[0]):02x}").encode()
+
+
+async def test_vms_with_network_nics_go_where_their_port_group_is(cluster: Cluster) -> None:
+    await cluster.host("h1")
+    await cluster.host("h2", memory_mib=65536)  # spread would pick h2, but the switch is on h1 only
+    switch = Switch(name="lab", kind="vxlan", uplink="eth0", hosts=("h1",))
+    web = PortGroup(switch="lab", name="web", vni=100)
+    await cluster.commit(
+        [
+            Create(kind=KIND_SWITCH, name="lab", data=netrecords.encode_switch(switch)),
+            Create(kind=KIND_PORT_GROUP, name=web.key, data=netrecords.encode_port_group(web)),
+            Create(kind=KIND_NIC, name="a", data=nic_record("a", web.key)),
+        ]
+    )
+    scheduler = Scheduler(cluster.control)
+    placed, _ = await scheduler.place(replace(demand("v1", U1), nics=("a",)), request_id="r1")
+    assert (placed.host, placed.nics) == ("h1", ("a",))
+    with pytest.raises(FailedPrecondition) as used:
+        await scheduler.place(replace(demand("v2", U2), nics=("a",)), request_id="r2")
+    assert (used.value.reason, used.value.field) == ("NIC_IN_USE", "vm.nics[0].nic")
+    assert "vms/v1" in used.value.message
+    with pytest.raises(NotFound) as missing:
+        await scheduler.place(replace(demand("v2", U2), nics=("zz",)), request_id="r3")
+    assert missing.value.reason == "NIC_NOT_FOUND"
+    # Pinned where the switch is not: refused with the reason.
+    await cluster.commit([Create(kind=KIND_NIC, name="b", data=nic_record("b", web.key))])
+    with pytest.raises(ResourceExhausted) as nowhere:
+        await scheduler.place(replace(demand("v3", U3), nics=("b",), pinned="h2"), request_id="r4")
+    assert "lab/web" in dict(nowhere.value.metadata)["h2"]

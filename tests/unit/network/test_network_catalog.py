@@ -12,14 +12,20 @@ import trio
 
 from tests.unit.compute.test_leader_placement import Cluster, SlowStore
 from zsd.cluster.store import ClusterDb
+from zsd.compute.records import VmRecord
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.network.catalog import NetworkCatalog
 from zsd.network.model import PortGroup, Subnet, Switch
+from zsd.network.nics import NicRecord
 
 LAB = Switch(name="lab", kind="vxlan", uplink="eth0")
 DC = Switch(name="dc", kind="vlan", uplink="bond0")
 OTHER_DC = Switch(name="dc2", kind="vlan", uplink="eth9")
 WEB = PortGroup(switch="lab", name="web", vni=100, subnets=(Subnet(cidr="10.0.0.0/24"),))
+
+
+def nic(name: str, port_group: str, mac: str = "") -> NicRecord:
+    return NicRecord(name=name, port_group=port_group, mac=mac)
 
 
 @pytest.fixture
@@ -92,3 +98,44 @@ async def test_what_is_in_use_is_not_deleted(cluster: Cluster) -> None:
     assert catalog.switches() == [] and catalog.port_groups() == []
     with pytest.raises(NotFound):
         await catalog.delete_switch("lab", request_id="d5")
+
+
+async def test_nics_get_unique_macs_and_addresses_and_follow_their_vm(cluster: Cluster) -> None:
+    catalog = NetworkCatalog(cluster.control)
+    await catalog.create_switch(LAB, request_id="s")
+    await catalog.create_port_group(WEB, request_id="p")
+    a, _ = await catalog.create_nic(
+        NicRecord(name="a", port_group="lab/web", mac=""), ip_addresses=[], request_id="n1"
+    )
+    b, _ = await catalog.create_nic(
+        NicRecord(name="b", port_group="lab/web", mac=""), ip_addresses=[], request_id="n2"
+    )
+    assert a.mac != b.mac and int(a.mac[:2], 16) & 2
+    assert (a.addresses, b.addresses) == (("10.0.0.1",), ("10.0.0.2",))
+    with pytest.raises(AlreadyExists) as taken:
+        await catalog.create_nic(
+            NicRecord(name="c", port_group="lab/web", mac=""), ip_addresses=["10.0.0.2"], request_id="n3"
+        )
+    assert (taken.value.reason, taken.value.field) == ("ADDRESS_TAKEN", "nic.ip_addresses[0]")
+    assert "nics/b" in taken.value.message
+    with pytest.raises(AlreadyExists) as mac:
+        await catalog.create_nic(
+            NicRecord(name="c", port_group="lab/web", mac=a.mac), ip_addresses=[], request_id="n4"
+        )
+    assert mac.value.reason == "MAC_TAKEN"
+    with pytest.raises(NotFound) as pg:
+        await catalog.create_nic(
+            NicRecord(name="c", port_group="lab/nope", mac=""), ip_addresses=[], request_id="n5"
+        )
+    assert pg.value.field == "nic.port_group"
+    # The port group is in use while it has NICs; a NIC while a VM record lists it.
+    with pytest.raises(FailedPrecondition) as used:
+        await catalog.delete_port_group("lab", "web", request_id="d1")
+    assert "nics/a, nics/b" in used.value.message
+    await cluster.vm(VmRecord(name="vm1", uid="u1", host="h1", vcpus=1, memory_mib=64, nics=("a",)))
+    assert catalog.nic_users()["a"].name == "vm1"
+    with pytest.raises(FailedPrecondition) as nic_used:
+        await catalog.delete_nic("a", request_id="d2")
+    assert nic_used.value.reason == "NIC_IN_USE" and "vms/vm1" in nic_used.value.message
+    await catalog.delete_nic("b", request_id="d3")
+    assert [n.name for n in catalog.nics()] == ["a"]

@@ -29,8 +29,10 @@ from zsd.api.vmcluster import METHOD, PLACED, ClusterVms, Destination
 from zsd.cluster.operations import OperationRegistry, Progress
 from zsd.compute.hostvms import CreateRequest, HostVms
 from zsd.compute.scheduler import Demand, Scheduler
-from zsd.compute.spec import validate
-from zsd.errors import Conflict, FailedPrecondition, InvalidArgument, ZsdError
+from zsd.compute.spec import NicSpec, validate
+from zsd.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, Unsupported, ZsdError
+from zsd.network.catalog import NetworkCatalog
+from zsd.network.model import link_name
 from zsd.storage.host import DEFAULT_POOL
 from zsd.v1 import compute_pb2, compute_pb2_grpc, operation_pb2, storage_pb2
 
@@ -53,10 +55,13 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
         host: str,
         cluster: ClusterVms | None = None,
         scheduler: Scheduler | None = None,
+        network: NetworkCatalog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``cluster`` and ``scheduler``: on a cluster member, where VMs are placed by
-        the leader and calls about a VM run on its host."""
+        the leader and calls about a VM run on its host. ``network``: the member's
+        switches and NICs (a VM's network NICs get their MAC and bridge from it)."""
+        self._network = network
         self._gw = gateway
         self._vms = vms
         self._ops = operations
@@ -158,6 +163,7 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
             pinned=req.host.removeprefix("hosts/"),
             ha=create.spec.ha,
             hostdevs=create.spec.hostdevs,
+            nics=tuple(n.nic for n in create.spec.nics if n.nic),
         )
 
         async def on_leader() -> tuple[operation_pb2.Operation, int]:
@@ -186,6 +192,16 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
 
     async def _create_here(self, req: compute_pb2.CreateVmRequest) -> operation_pb2.Operation:
         create = computeconv.create_request(req)
+        if any(n.nic for n in create.spec.nics):
+            network = self._network
+            if network is None:
+                raise FailedPrecondition(
+                    "network NICs live in the cluster state; this zsd runs without a cluster",
+                    field="vm.nics",
+                    reason="NOT_A_MEMBER",
+                )
+            nics = await self._gw.trio_sync(lambda: plug_nics(network, create.spec.nics))
+            create = replace(create, spec=create.spec.with_nics(nics))
 
         async def job(progress: Progress) -> compute_pb2.Vm:
             status = await self._vms.create(create, progress=progress)
@@ -507,6 +523,13 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
             if routed is not None:
                 return routed
             nic = computeconv.nic(req.nic)
+            if nic.nic:
+                # The leader would have to record the VM as the NIC's user first.
+                raise Unsupported(
+                    "a network NIC (nics/...) is given to a VM when it is created; hot-plug one on a bridge",
+                    field="nic.nic",
+                    reason="NIC_HOTPLUG_UNSUPPORTED",
+                )
 
             async def attach() -> compute_pb2.Vm:
                 return computeconv.vm(await self._vms.attach_nic(name, nic), host=self._host)
@@ -588,3 +611,19 @@ def _on_own_storage(req: compute_pb2.CreateVmRequest) -> bool:
     refs = [d.volume for d in req.vm.disks] + ([req.image] if req.image else [])
     own = f"pools/{DEFAULT_POOL}/"
     return any(r.startswith(own) for r in refs) or (bool(req.image) and req.root_pool == DEFAULT_POOL)
+
+
+def plug_nics(network: NetworkCatalog, specs: tuple[NicSpec, ...]) -> tuple[NicSpec, ...]:
+    """(trio side) Network NICs with their MAC, port group and its bridge on this host."""
+    out = []
+    for i, spec in enumerate(specs):
+        if not spec.nic:
+            out.append(spec)
+            continue
+        try:
+            record = network.nic(spec.nic)
+        except NotFound as e:
+            raise NotFound(e.message, field=f"vm.nics[{i}].nic", reason="NIC_NOT_FOUND") from None
+        bridge = link_name("zb", record.port_group)
+        out.append(replace(spec, mac=record.mac, bridge=bridge, network=record.port_group))
+    return tuple(out)

@@ -193,3 +193,63 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
             return await self._on_leader(context, "DeletePortGroup", req, empty_pb2.Empty.FromString, write)
 
         return await self._gw.handle(context, run, request)
+
+    # -- NICs --------------------------------------------------------------------------
+
+    async def ListNics(
+        self, request: network_pb2.ListNicsRequest, context: Ctx
+    ) -> network_pb2.ListNicsResponse:
+        async def run(req: network_pb2.ListNicsRequest) -> network_pb2.ListNicsResponse:
+            catalog, _ = self._parts()
+
+            def read() -> list[network_pb2.VirtualNic]:
+                users = catalog.nic_users()
+                return [networkconv.nic_message(n, users.get(n.name)) for n in catalog.nics()]
+
+            items = await self._gw.trio_sync(read)
+            page = paging.paginate(
+                items, key=lambda n: n.name, page_size=req.page_size, page_token=req.page_token
+            )
+            return network_pb2.ListNicsResponse(nics=page.items, next_page_token=page.next_page_token)
+
+        return await self._gw.handle(context, run, request)
+
+    async def GetNic(self, request: network_pb2.GetNicRequest, context: Ctx) -> network_pb2.VirtualNic:
+        async def run(req: network_pb2.GetNicRequest) -> network_pb2.VirtualNic:
+            name = networkconv.nic_id(req.name)
+            catalog, _ = self._parts()
+            return await self._gw.trio_sync(
+                lambda: networkconv.nic_message(catalog.nic(name), catalog.nic_users().get(name))
+            )
+
+        return await self._gw.handle(context, run, request)
+
+    async def CreateNic(self, request: network_pb2.CreateNicRequest, context: Ctx) -> network_pb2.VirtualNic:
+        async def run(req: network_pb2.CreateNicRequest) -> network_pb2.VirtualNic:
+            record = networkconv.nic_record(req.nic_id, req.nic)
+            asked = list(req.nic.ip_addresses)
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            catalog, _ = self._parts()
+            rid = req.request_id
+
+            async def write() -> tuple[network_pb2.VirtualNic, int]:
+                stored, revision = await catalog.create_nic(record, ip_addresses=asked, request_id=rid)
+                return networkconv.nic_message(stored, None), revision
+
+            return await self._on_leader(context, "CreateNic", req, network_pb2.VirtualNic.FromString, write)
+
+        return await self._gw.handle(context, run, request)
+
+    async def DeleteNic(self, request: network_pb2.DeleteNicRequest, context: Ctx) -> empty_pb2.Empty:
+        async def run(req: network_pb2.DeleteNicRequest) -> empty_pb2.Empty:
+            name = networkconv.nic_id(req.name)
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            catalog, _ = self._parts()
+            rid = req.request_id
+
+            async def write() -> tuple[empty_pb2.Empty, int]:
+                return empty_pb2.Empty(), await catalog.delete_nic(name, request_id=rid)
+
+            return await self._on_leader(context, "DeleteNic", req, empty_pb2.Empty.FromString, write)
+
+        return await self._gw.handle(context, run, request)

@@ -1,0 +1,96 @@
+"""VMs on the network, on a two-host dev cluster with private libvirtds: a NIC created
+on a VXLAN port group gives the VM its MAC and its tap the port group's bridge on
+whichever host the VM runs; placement keeps the VM where the switch is; a NIC serves
+one VM; what is in use is not deleted; the NIC follows its VM through a migration."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from tests.integration.compute.clusterkit import (
+    PrivateLibvirtds,
+    booted,
+    data,
+    eventually,
+    ok,
+    shared_pool_with_guest,
+)
+from tests.integration.zsdproc import zsctl
+from zsd.testing.devcluster import DevCluster
+
+pytestmark = pytest.mark.integration
+
+
+def refused(dc: DevCluster, *args: str) -> str:
+    done = zsctl(dc.host("h2").endpoint_unix, *args, timeout=120)
+    assert done.returncode != 0, f"zsctl {' '.join(args)} should have failed: {done.stdout}"
+    return done.stderr
+
+
+def interface(hook: PrivateLibvirtds, host: str, vm: str) -> tuple[str, str]:
+    """(MAC, bridge) of the VM's first interface as the host's libvirt runs it."""
+    conn = libvirt.open(hook.by_host[host].uri)
+    try:
+        iface = ET.fromstring(conn.lookupByName(vm).XMLDesc(0)).find("./devices/interface")
+        assert iface is not None
+        mac, source = iface.find("mac"), iface.find("source")
+        assert mac is not None and source is not None
+        return mac.get("address", ""), source.get("bridge", "")
+    finally:
+        conn.close()
+
+
+def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
+    cluster: tuple[DevCluster, PrivateLibvirtds], guest_image: Path, tmp_path: Path
+) -> None:
+    dc, hook = cluster
+    shared_pool_with_guest(dc, tmp_path / "share", guest_image)
+    ok(dc, "h1", "switch", "create", "lab", "vxlan", "--uplink", "eth0")
+    pg = data(
+        dc, "h1", "portgroup", "create", "lab/web", "--vni", "42", "--subnet", "10.42.0.0/24,gw=10.42.0.1"
+    )
+    nic = data(dc, "h2", "nic", "create", "web1-0", "lab/web")
+    assert nic["ip_addresses"] == ["10.42.0.2"] and nic["mac"].startswith("02:") and nic.get("vm", "") == ""
+    pinned = data(
+        dc, "h1", "nic", "create", "pinned-0", "lab/web", "--ip", "10.42.0.50", "--mac", "02:00:5e:00:00:50"
+    )
+    assert (pinned["ip_addresses"], pinned["mac"]) == (["10.42.0.50"], "02:00:5e:00:00:50")
+    assert "ADDRESS_TAKEN" in refused(dc, "nic", "create", "dup", "lab/web", "--ip", "10.42.0.50")
+    assert "field: nic.port_group" in refused(dc, "nic", "create", "x", "lab/nope")
+
+    vm = data(
+        dc, "h2", "vm", "create", "web1", "--image", "shared/guest", "--memory", "96M", "--graphics", "none",
+        "--nic", "nic=web1-0", "--host", "h1",
+    )  # fmt: skip
+    assert vm["host"] == "hosts/h1"
+    assert vm["nics"][0]["nic"] == "nics/web1-0" and vm["nics"][0]["mac"] == nic["mac"]
+    assert interface(hook, "h1", "web1") == (nic["mac"], pg["bridge"])
+    eventually(lambda: booted(dc, "h1", "web1"), timeout=120)
+    shown = data(dc, "h2", "nic", "show", "web1-0")
+    assert (shown["vm"], shown["host"], shown["bridge"]) == ("vms/web1", "hosts/h1", pg["bridge"])
+
+    # One VM per NIC; nothing in use is deleted.
+    stderr = refused(dc, "vm", "create", "thief", "--nic", "nic=web1-0", "--no-start")
+    assert "NIC_IN_USE" in stderr and "vms/web1" in stderr
+    assert "NIC_NOT_FOUND" in refused(dc, "vm", "create", "ghost", "--nic", "nic=nope", "--no-start")
+    assert "NIC_IN_USE" in refused(dc, "nic", "delete", "web1-0")
+    stderr = refused(dc, "portgroup", "delete", "lab/web")
+    assert "PORT_GROUP_IN_USE" in stderr and "nics/web1-0" in stderr and "nics/pinned-0" in stderr
+
+    # The NIC moves with its VM: same MAC, the same port group's bridge on h2.
+    ok(dc, "h2", "vm", "migrate", "web1", "--to", "h2")
+    assert interface(hook, "h2", "web1") == (nic["mac"], pg["bridge"])
+    eventually(lambda: data(dc, "h1", "nic", "show", "web1-0")["host"] == "hosts/h2")
+
+    # Gone with its VM's record: the NIC is free again, and then deletable.
+    ok(dc, "h1", "vm", "stop", "web1", "--force")
+    ok(dc, "h1", "vm", "delete", "web1", "--volumes")
+    eventually(lambda: data(dc, "h1", "nic", "show", "web1-0").get("vm", "") == "")
+    ok(dc, "h1", "nic", "delete", "web1-0")
+    ok(dc, "h2", "nic", "delete", "pinned-0")
+    ok(dc, "h1", "portgroup", "delete", "lab/web")
+    ok(dc, "h1", "switch", "delete", "lab")
