@@ -1,0 +1,356 @@
+"""Security groups enforced by the real kernel: real nftables, real TCP and ICMP.
+
+One bridge namespace (the host: br0, zsd's ruleset, br_netfilter on) with a veth
+"tap" per endpoint namespace. Endpoints web, app and db carry the seed's three
+tiers plus the ops (SSH) group; spare is a NIC in no group until the test puts it
+in web; ext (anything, like the uplink) and admin (the operations workstation)
+are bridge ports but not zsd NICs. An agent process in each endpoint answers TCP
+on every port the tiers use (the reply proves replies pass) and probes paths in
+parallel, so the whole matrix costs about one timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.network.secgroups.hosts import three_tier
+from zsd.errors import ZsdError
+from zsd.network.secgroups.compiler import TABLE, Compiler
+from zsd.network.secgroups.hostmodel import (
+    CompiledRuleset,
+    DefaultRef,
+    HostFirewall,
+    HostNic,
+    MembersRuleRef,
+    RuleRef,
+    membership,
+)
+from zsd.network.secgroups.nftapply import RulesetApplier, enable_bridge_netfilter, in_netns, libnftables
+from zsd.network.secgroups.nftobjects import Chain, Ruleset
+from zsd.network.secgroups.rules import Action, Direction, EtherType, PortRange, Protocol, RuleSpec
+
+pytestmark = pytest.mark.integration
+
+PREFIX = f"zsdt-sg{os.getpid() % 10000}"
+BRIDGE_NS = f"{PREFIX}-br"
+PORTS = (22, 80, 443, 3306, 8080)
+TIMEOUT = 1.0
+
+AGENT = r"""
+import json, socket, subprocess, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+
+def serve(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    s.listen(64)
+    while True:
+        c, _ = s.accept()
+        try:
+            c.sendall(b"ok")
+        finally:
+            c.close()
+
+def connect(host, port, source, timeout):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if source:
+            s.bind((source, 0))
+        s.connect((host, port))
+        return s.recv(2) == b"ok"
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+def ping(host, timeout):
+    run = subprocess.run(["busybox", "ping", "-c", "1", "-W", str(int(timeout)), host], capture_output=True)
+    return run.returncode == 0
+
+pool = ThreadPoolExecutor(64)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if cmd["op"] == "listen":
+        for p in cmd["ports"]:
+            threading.Thread(target=serve, args=(p,), daemon=True).start()
+        out = True
+    elif cmd["op"] == "probe":
+        out = list(pool.map(lambda t: connect(t[0], t[1], t[2], cmd["timeout"]), cmd["targets"]))
+    else:
+        out = list(pool.map(lambda h: ping(h, cmd["timeout"]), cmd["hosts"]))
+    print(json.dumps(out), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    ipv4: str
+    ipv6: str
+    mac: str
+
+    @property
+    def ns(self) -> str:
+        return f"{PREFIX}-{self.name}"
+
+    @property
+    def port(self) -> str:
+        return f"tap-{self.name}"
+
+
+EPS = {
+    e.name: e
+    for e in (
+        Endpoint("web", "10.50.0.10", "fd50::10", "52:54:00:50:00:10"),
+        Endpoint("app", "10.50.0.20", "fd50::20", "52:54:00:50:00:20"),
+        Endpoint("db", "10.50.0.30", "fd50::30", "52:54:00:50:00:30"),
+        Endpoint("spare", "10.50.0.40", "fd50::40", "52:54:00:50:00:40"),
+        Endpoint("ext", "10.50.0.100", "fd50::100", "52:54:00:50:01:00"),
+        Endpoint("admin", "10.50.0.200", "fd50::200", "52:54:00:50:02:00"),
+    )
+}
+TIER_GROUPS = {"web": ("web", "ops"), "app": ("app", "ops"), "db": ("db", "ops"), "spare": ()}
+
+
+class Agent:
+    def __init__(self, ep: Endpoint) -> None:
+        self.ep = ep
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ep.ns, sys.executable, "-I", "-c", AGENT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, **cmd: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+@pytest.fixture
+def lab() -> Iterator[dict[str, Agent]]:
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "busybox")):
+        pytest.skip("needs root, iproute2, nftables and busybox")
+    names = [BRIDGE_NS, *(e.ns for e in EPS.values())]
+    agents: dict[str, Agent] = {}
+    try:
+        sh("ip", "netns", "add", BRIDGE_NS)
+        sh("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", BRIDGE_NS, "link", "set", "br0", "up")
+        for ep in EPS.values():
+            sh("ip", "netns", "add", ep.ns)
+            sh(
+                "ip",
+                "-n",
+                BRIDGE_NS,
+                "link",
+                "add",
+                ep.port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ep.ns,
+            )
+            sh("ip", "-n", BRIDGE_NS, "link", "set", ep.port, "master", "br0", "up")
+            sh("ip", "-n", ep.ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ep.ns, "link", "set", "eth0", "address", ep.mac)
+            sh("ip", "-n", ep.ns, "addr", "add", f"{ep.ipv4}/24", "dev", "eth0")
+            sh("ip", "-n", ep.ns, "addr", "add", f"{ep.ipv6}/64", "dev", "eth0", "nodad")
+            sh("ip", "-n", ep.ns, "link", "set", "eth0", "up")
+        in_netns(BRIDGE_NS, lambda: enable_bridge_netfilter(Path("/proc")))
+        for ep in EPS.values():
+            agents[ep.name] = Agent(ep)
+            agents[ep.name].ask(op="listen", ports=PORTS)
+        yield agents
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        for name in names:
+            subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+def nic(name: str, **changes: Any) -> HostNic:
+    ep = EPS[name]
+    base = HostNic(port=ep.port, mac=ep.mac, ipv4=(ep.ipv4,), ipv6=(ep.ipv6,), groups=TIER_GROUPS[name])
+    return replace(base, **changes)
+
+
+def firewall(*nics: HostNic) -> HostFirewall:
+    groups = three_tier(ops_cidr=f"{EPS['admin'].ipv4}/32")
+    web6 = RuleSpec(
+        direction=Direction.INGRESS,
+        ethertype=EtherType.IPV6,
+        protocol=Protocol.TCP,
+        port_range=PortRange.single(80),
+    )
+    groups["web"] = groups["web"].add_rule(web6, known_groups=set(groups))
+    return HostFirewall(nics=nics, groups=groups, members=membership(nics))
+
+
+def reachable(agents: dict[str, Agent], paths: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+    """The (source, destination, port) paths a TCP connection gets through and answered."""
+    by_source: dict[str, list[tuple[str, str, int]]] = {}
+    for path in paths:
+        by_source.setdefault(path[0], []).append(path)
+    ok: set[tuple[str, str, int]] = set()
+    for source, mine in by_source.items():
+        targets = [[EPS[d].ipv6 if p < 0 else EPS[d].ipv4, abs(p), None] for _, d, p in mine]
+        results = agents[source].ask(op="probe", targets=targets, timeout=TIMEOUT)
+        ok |= {path for path, good in zip(mine, results, strict=True) if good}
+    return ok
+
+
+def pings(agents: dict[str, Agent], pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    ok: set[tuple[str, str]] = set()
+    for source in {s for s, _ in pairs}:
+        mine = [p for p in pairs if p[0] == source]
+        results = agents[source].ask(op="ping", hosts=[EPS[d].ipv4 for _, d in mine], timeout=TIMEOUT)
+        ok |= {p for p, good in zip(mine, results, strict=True) if good}
+    return ok
+
+
+def hits(applier: RulesetApplier) -> dict[Any, int]:
+    return {h.ref: h.packets for h in applier.hits()}
+
+
+def listing(nft: Any) -> list[Any]:
+    """zsd's tables as the kernel lists them, without handles and counter values."""
+    out = []
+    for family in ("bridge", "inet"):
+        rc, data, err = nft.json_cmd({"nftables": [{"list": {"table": {"family": family, "name": TABLE}}}]})
+        assert rc == 0, err
+        for item in data["nftables"]:
+            ((kind, body),) = item.items()
+            if kind == "metainfo":
+                continue
+            body = {k: v for k, v in body.items() if k not in ("handle", "packets", "bytes")}
+            if "elem" in body:
+                body["elem"] = sorted(json.dumps(e, sort_keys=True) for e in body["elem"])
+            out.append((kind, json.dumps(body, sort_keys=True)))
+    return sorted(out)
+
+
+def test_three_tiers_with_real_packets(lab: dict[str, Agent]) -> None:
+    nft = libnftables(BRIDGE_NS)
+    applier = RulesetApplier(nft)
+    compiler = Compiler()
+    tiers = (nic("web"), nic("app"), nic("db", egress_default=Action.DENY), nic("spare"))
+    assert applier.apply(compiler.compile(firewall(*tiers))).mode == "full"
+
+    # every path to the tiers, and out of them
+    sources = ("ext", "admin", "web", "app", "db", "spare")
+    paths = [(s, d, p) for s in sources for d in ("web", "app", "db") for p in PORTS if s != d]
+    paths += [(s, "ext", 80) for s in ("web", "app", "db", "spare")]
+    paths += [("ext", d, -80) for d in ("web", "app", "db")]  # IPv6 (negative port: use the v6 address)
+    allowed = {
+        # from anywhere, but db's egress default is deny: db itself cannot send
+        *((s, "web", p) for s in sources if s not in ("web", "db") for p in (80, 443)),
+        *((("admin", d, 22)) for d in ("web", "app", "db")),
+        ("web", "app", 8080),
+        ("app", "db", 3306),  # db's answer passes although its egress default is deny: stateful
+        ("web", "ext", 80),  # egress allowed by default ...
+        ("app", "ext", 80),
+        ("spare", "ext", 80),  # ... but not from db
+        ("ext", "web", -80),  # web's IPv6 rule (and neighbour discovery working)
+    }
+    assert reachable(lab, paths) == allowed
+    icmp = [("ext", "web"), ("ext", "app"), ("ext", "db"), ("web", "ext"), ("db", "ext"), ("app", "web")]
+    assert pings(lab, icmp) == {("ext", "web"), ("web", "ext"), ("app", "web")}
+
+    counted = hits(applier)
+    assert counted[RuleRef(group="web", priority=0, direction=Direction.INGRESS)] >= 4  # 80 from 4 sources
+    assert counted[RuleRef(group="app", priority=0, direction=Direction.INGRESS)] >= 1
+    assert counted[RuleRef(group="db", priority=0, direction=Direction.INGRESS)] >= 1
+    assert counted[RuleRef(group="ops", priority=0, direction=Direction.INGRESS)] >= 3
+    assert counted[RuleRef(group="web", priority=3, direction=Direction.INGRESS)] >= 1  # IPv6 80
+    assert counted[DefaultRef(port="tap-db", direction=Direction.EGRESS)] >= 1
+    assert counted[DefaultRef(port="tap-app", direction=Direction.INGRESS)] >= 1
+
+    # spoofing: web sending from an address that is not its own is dropped at the bridge
+    web = EPS["web"]
+    sh("ip", "-n", web.ns, "addr", "add", "10.50.0.99/24", "dev", "eth0")
+    probe = [[EPS["ext"].ipv4, 80, "10.50.0.99"], [EPS["ext"].ipv4, 80, web.ipv4]]
+    assert lab["web"].ask(op="probe", targets=probe, timeout=TIMEOUT) == [False, True]
+
+    # the remote-group rule follows membership: spare joins web, then leaves it
+    assert reachable(lab, [("spare", "app", 8080), ("ext", "spare", 80)]) == set()
+    joined = (*tiers[:3], nic("spare", groups=("web",)))
+    before = counted[RuleRef(group="app", priority=0, direction=Direction.INGRESS)]
+    assert applier.apply(compiler.compile(firewall(*joined))).mode == "diff"
+    assert reachable(lab, [("spare", "app", 8080), ("ext", "spare", 80)]) == {
+        ("spare", "app", 8080),
+        ("ext", "spare", 80),
+    }
+    assert hits(applier)[RuleRef(group="app", priority=0, direction=Direction.INGRESS)] > before
+    assert applier.apply(compiler.compile(firewall(*tiers))).mode == "diff"
+    assert reachable(lab, [("spare", "app", 8080), ("web", "app", 8080)]) == {("web", "app", 8080)}
+
+    # a rule change, then the same ruleset reloaded whole: the diffs left exactly what a full load makes
+    groups_changed = firewall(*tiers)
+    ssh_any = RuleSpec(direction=Direction.INGRESS, protocol=Protocol.TCP, port_range=PortRange.single(22))
+    groups = dict(groups_changed.groups)
+    groups["db"] = groups["db"].insert_rule(0, ssh_any, known_groups=set(groups))
+    assert applier.apply(compiler.compile(replace(groups_changed, groups=groups))).mode == "diff"
+    assert reachable(lab, [("ext", "db", 22), ("ext", "app", 22)]) == {("ext", "db", 22)}
+    after_diffs = listing(nft)
+    applier.apply_full(applier.applied)  # type: ignore[arg-type]
+    assert listing(nft) == after_diffs
+    assert (
+        hits(applier)[RuleRef(group="db", priority=1, direction=Direction.INGRESS)] >= 1
+    )  # kept across reload
+    assert MembersRuleRef(group="web", direction=Direction.INGRESS) not in hits(applier)  # built-in off here
+
+    # a ruleset the kernel refuses changes nothing: the previous one keeps enforcing
+    good = applier.applied
+    assert good is not None
+    broken = _with_broken_chain(good)
+    with pytest.raises(ZsdError) as e:
+        applier.apply(broken)
+    assert e.value.reason == "NFT_TRANSACTION_FAILED"
+    assert applier.applied is good
+    assert listing(nft) == after_diffs
+    assert reachable(lab, [("ext", "db", 22), ("ext", "app", 22), ("web", "app", 8080)]) == {
+        ("ext", "db", 22),
+        ("web", "app", 8080),
+    }
+
+    applier.remove()
+    assert reachable(lab, [("ext", "app", 22)]) == {("ext", "app", 22)}
+
+
+def _with_broken_chain(compiled: CompiledRuleset) -> CompiledRuleset:
+    """``compiled`` plus a chain that jumps nowhere (the kernel refuses the whole batch)."""
+    bridge, inet = compiled.ruleset.tables
+    bad = Chain(name="broken", rules=(({"jump": {"target": "no-such-chain"}},),))
+    inet = replace(inet, chains=(*inet.chains, bad))
+    return replace(compiled, ruleset=Ruleset(tables=(bridge, inet)))
