@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils sanlock
   libvirt-sanlock          # libvirt's sanlock lock manager: HA VMs' leases
   iproute2 nftables procps
+  dnsmasq-base             # DHCP/DNS per port group, in its own namespace (zsd.network.dhcp)
   lvm2 lvm2-lockd          # shared-block pools (LVM volume groups with lvmlockd + sanlock)
   ovmf                     # UEFI guests (OVMF code and variable templates)
   libxml2-utils            # xmllint, which virt-xml-validate runs: golden domain XML checks
