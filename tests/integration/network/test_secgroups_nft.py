@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from tests.unit.network.secgroups import netlab
 from tests.unit.network.secgroups.hosts import three_tier
+from tests.unit.network.secgroups.netlab import Agent, Endpoint
 from zsd.errors import ZsdError
 from zsd.network.secgroups.compiler import TABLE, Compiler
 from zsd.network.secgroups.hostmodel import (
@@ -35,7 +34,7 @@ from zsd.network.secgroups.hostmodel import (
     RuleRef,
     membership,
 )
-from zsd.network.secgroups.nftapply import RulesetApplier, enable_bridge_netfilter, in_netns, libnftables
+from zsd.network.secgroups.nftapply import RulesetApplier, libnftables
 from zsd.network.secgroups.nftobjects import Chain, Ruleset
 from zsd.network.secgroups.rules import Action, Direction, EtherType, PortRange, Protocol, RuleSpec
 
@@ -45,73 +44,6 @@ PREFIX = f"zsdt-sg{os.getpid() % 10000}"
 BRIDGE_NS = f"{PREFIX}-br"
 PORTS = (22, 80, 443, 3306, 8080)
 TIMEOUT = 1.0
-
-AGENT = r"""
-import json, socket, subprocess, sys, threading
-from concurrent.futures import ThreadPoolExecutor
-
-def serve(port):
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind(("::", port))
-    s.listen(64)
-    while True:
-        c, _ = s.accept()
-        try:
-            c.sendall(b"ok")
-        finally:
-            c.close()
-
-def connect(host, port, source, timeout):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        if source:
-            s.bind((source, 0))
-        s.connect((host, port))
-        return s.recv(2) == b"ok"
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-def ping(host, timeout):
-    run = subprocess.run(["busybox", "ping", "-c", "1", "-W", str(int(timeout)), host], capture_output=True)
-    return run.returncode == 0
-
-pool = ThreadPoolExecutor(64)
-for line in sys.stdin:
-    cmd = json.loads(line)
-    if cmd["op"] == "listen":
-        for p in cmd["ports"]:
-            threading.Thread(target=serve, args=(p,), daemon=True).start()
-        out = True
-    elif cmd["op"] == "probe":
-        out = list(pool.map(lambda t: connect(t[0], t[1], t[2], cmd["timeout"]), cmd["targets"]))
-    else:
-        out = list(pool.map(lambda h: ping(h, cmd["timeout"]), cmd["hosts"]))
-    print(json.dumps(out), flush=True)
-"""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    ipv4: str
-    ipv6: str
-    mac: str
-
-    @property
-    def ns(self) -> str:
-        return f"{PREFIX}-{self.name}"
-
-    @property
-    def port(self) -> str:
-        return f"tap-{self.name}"
-
-
 EPS = {
     e.name: e
     for e in (
@@ -126,77 +58,12 @@ EPS = {
 TIER_GROUPS = {"web": ("web", "ops"), "app": ("app", "ops"), "db": ("db", "ops"), "spare": ()}
 
 
-class Agent:
-    def __init__(self, ep: Endpoint) -> None:
-        self.ep = ep
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ep.ns, sys.executable, "-I", "-c", AGENT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def ask(self, **cmd: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
-
-
 @pytest.fixture
 def lab() -> Iterator[dict[str, Agent]]:
     if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft", "busybox")):
         pytest.skip("needs root, iproute2, nftables and busybox")
-    names = [BRIDGE_NS, *(e.ns for e in EPS.values())]
-    agents: dict[str, Agent] = {}
-    try:
-        sh("ip", "netns", "add", BRIDGE_NS)
-        sh("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", BRIDGE_NS, "link", "set", "br0", "up")
-        for ep in EPS.values():
-            sh("ip", "netns", "add", ep.ns)
-            sh(
-                "ip",
-                "-n",
-                BRIDGE_NS,
-                "link",
-                "add",
-                ep.port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ep.ns,
-            )
-            sh("ip", "-n", BRIDGE_NS, "link", "set", ep.port, "master", "br0", "up")
-            sh("ip", "-n", ep.ns, "link", "set", "lo", "up")
-            sh("ip", "-n", ep.ns, "link", "set", "eth0", "address", ep.mac)
-            sh("ip", "-n", ep.ns, "addr", "add", f"{ep.ipv4}/24", "dev", "eth0")
-            sh("ip", "-n", ep.ns, "addr", "add", f"{ep.ipv6}/64", "dev", "eth0", "nodad")
-            sh("ip", "-n", ep.ns, "link", "set", "eth0", "up")
-        in_netns(BRIDGE_NS, lambda: enable_bridge_netfilter(Path("/proc")))
-        for ep in EPS.values():
-            agents[ep.name] = Agent(ep)
-            agents[ep.name].ask(op="listen", ports=PORTS)
-        yield agents
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        for name in names:
-            subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+    with netlab.lab(PREFIX, list(EPS.values()), PORTS) as made:
+        yield made.agents
 
 
 def nic(name: str, **changes: Any) -> HostNic:
@@ -253,9 +120,10 @@ def listing(nft: Any) -> list[Any]:
             ((kind, body),) = item.items()
             if kind == "metainfo":
                 continue
-            body = {k: v for k, v in body.items() if k not in ("handle", "packets", "bytes")}
+            body = {k: v for k, v in body.items() if k != "handle"}
             if "elem" in body:
-                body["elem"] = sorted(json.dumps(e, sort_keys=True) for e in body["elem"])
+                keys = [e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e for e in body["elem"]]
+                body["elem"] = sorted(json.dumps(k, sort_keys=True) for k in keys)
             out.append((kind, json.dumps(body, sort_keys=True)))
     return sorted(out)
 
@@ -298,7 +166,7 @@ def test_three_tiers_with_real_packets(lab: dict[str, Agent]) -> None:
 
     # spoofing: web sending from an address that is not its own is dropped at the bridge
     web = EPS["web"]
-    sh("ip", "-n", web.ns, "addr", "add", "10.50.0.99/24", "dev", "eth0")
+    netlab.sh("ip", "-n", f"{PREFIX}-web", "addr", "add", "10.50.0.99/24", "dev", "eth0")
     probe = [[EPS["ext"].ipv4, 80, "10.50.0.99"], [EPS["ext"].ipv4, 80, web.ipv4]]
     assert lab["web"].ask(op="probe", targets=probe, timeout=TIMEOUT) == [False, True]
 

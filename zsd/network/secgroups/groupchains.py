@@ -1,5 +1,5 @@
-"""One security group compiled: a chain per direction, the counter maps its
-statements look up, and the named counters (one per rule).
+"""One security group compiled: a chain per direction and the sets its statements
+look up, each element counting for one rule.
 
 Shared by every NIC that uses the group (the NIC chains jump to it), and
 independent of the NICs and of membership, so a group is recompiled only when its
@@ -8,8 +8,9 @@ priority order; a statement that matches ends evaluation with the run's verdict
 (accept or drop), a packet that matches nothing returns to the NIC chain, which
 tries its next group.
 
-Counter names follow the rule, not its priority (``rule_<group>_<digest of the
-match>``): renumbering a group keeps every rule's counter, and so does a recompile.
+Counter ids follow the rule, not its priority (``rule_<group>_<digest of the
+match>``), and a statement's set is named after its first rule, so renumbering or
+changing other rules leaves a rule's element (and its counter) where it is.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from zsd.network.secgroups import nftobjects as nx
 from zsd.network.secgroups.group import SecurityGroup
-from zsd.network.secgroups.hostmodel import CounterRef, MembersRuleRef, RuleRef
+from zsd.network.secgroups.hostmodel import CounterIndex, CounterRef, MembersRuleRef, RuleRef
 from zsd.network.secgroups.nftobjects import Chain, Json, NftSet
 from zsd.network.secgroups.packing import FULL_PROTO, FULL_SUB, Kind, Piece, Statement, pack
 from zsd.network.secgroups.rules import Action, Direction, EtherType, Protocol, RuleSpec
@@ -34,8 +35,8 @@ SUFFIX = {Direction.INGRESS: "in", Direction.EGRESS: "out"}
 class GroupParts:
     group: SecurityGroup
     chains: tuple[Chain, ...]
-    maps: tuple[NftSet, ...]
-    counters: dict[str, CounterRef]
+    sets: tuple[NftSet, ...]
+    index: CounterIndex
 
 
 def chain_name(group: str, direction: Direction) -> str:
@@ -48,9 +49,10 @@ def member_set(group: str, family: int) -> str:
 
 def compile_group(group: SecurityGroup) -> GroupParts:
     counters: dict[str, CounterRef] = {}
+    elements: dict[tuple[str, nx.Canonical], str] = {}
     names = _counter_names(group)
     chains: list[Chain] = []
-    maps: list[NftSet] = []
+    sets: list[NftSet] = []
     for direction in Direction:
         pieces: list[tuple[Action, Piece]] = []
         for rule in group.rules:
@@ -60,9 +62,9 @@ def compile_group(group: SecurityGroup) -> GroupParts:
             counters[name] = RuleRef(group=group.name, priority=rule.priority, direction=direction)
             pieces.append((rule.spec.action, _piece(rule.spec, name)))
         if group.allow_members:
-            name = f"builtin_{group.name}_{SUFFIX[direction]}"
-            counters[name] = MembersRuleRef(group=group.name, direction=direction)
             for family in (4, 6):
+                name = f"builtin_{group.name}_{SUFFIX[direction]}_v{family}"
+                counters[name] = MembersRuleRef(group=group.name, direction=direction)
                 member = Piece(
                     family=family,
                     kind=Kind.PROTO,
@@ -77,12 +79,15 @@ def compile_group(group: SecurityGroup) -> GroupParts:
         chain = chain_name(group.name, direction)
         rules: list[tuple[Json, ...]] = []
         for action, statement in _statements(pieces):
-            exprs, counter_map = _statement(statement, direction, action, f"{chain}_{len(rules)}")
+            first = hashlib.sha1(statement.pieces[0].counter.encode(), usedforsecurity=False).hexdigest()[:8]
+            exprs, lookup = _statement(statement, direction, action, f"{chain}_{first}")
             rules.append(exprs)
-            if counter_map is not None:
-                maps.append(counter_map)
+            sets.append(lookup)
+            for piece, key in zip(statement.pieces, lookup.elements, strict=True):
+                elements[(lookup.name, nx.canonical(key))] = piece.counter
         chains.append(Chain(name=chain, rules=tuple(rules)))
-    return GroupParts(group=group, chains=tuple(chains), maps=tuple(maps), counters=counters)
+    index = CounterIndex(elements=elements, refs=counters)
+    return GroupParts(group=group, chains=tuple(chains), sets=tuple(sets), index=index)
 
 
 def _statements(pieces: list[tuple[Action, Piece]]) -> Iterator[tuple[Action, Statement]]:
@@ -161,11 +166,9 @@ def _piece(spec: RuleSpec, counter: str) -> Piece:
 
 
 def _statement(
-    statement: Statement, direction: Direction, action: Action, map_name: str
-) -> tuple[tuple[Json, ...], NftSet | None]:
-    """The chain rule for a statement and the counter map it looks up; a lone
-    any-protocol piece from anywhere (or from a whole group, like the built-in rule)
-    needs no map: the rule counts on the rule's counter directly."""
+    statement: Statement, direction: Direction, action: Action, set_name: str
+) -> tuple[tuple[Json, ...], NftSet]:
+    """The chain rule for a statement and the counting set it looks up."""
     family = statement.family
     ip = "ip" if family == 4 else "ip6"
     address = nx.payload(ip, "saddr" if direction == Direction.INGRESS else "daddr")
@@ -177,10 +180,6 @@ def _statement(
     else:
         key.append(address)
         types.append("ipv4_addr" if family == 4 else "ipv6_addr")
-    verdict = nx.verdict("accept" if action == Action.ALLOW else "drop")
-    only = statement.pieces[0]
-    if len(statement.pieces) == 1 and only.proto == FULL_PROTO and (only.remote_group or only.plen == 0):
-        return (*exprs, nx.named_counter(only.counter), verdict), None
     icmp = "icmp" if family == 4 else "icmpv6"
     if statement.kind is Kind.PROTO:
         key.append(nx.meta("l4proto"))
@@ -192,11 +191,11 @@ def _statement(
         exprs.append(nx.match(nx.meta("l4proto"), 1 if family == 4 else 58))
         key += [nx.payload(icmp, "type"), nx.payload(icmp, "code")]
         types += [f"{icmp}_type", f"{icmp}_code"]
-    exprs.append(nx.counter_map(nx.concat(*key), map_name))
-    exprs.append(verdict)
-    elements = tuple((_element(p, statement), p.counter) for p in statement.pieces)
-    counter_map = NftSet(name=map_name, key=tuple(types), data="counter", interval=True, elements=elements)
-    return tuple(exprs), counter_map
+    exprs.append(nx.match(nx.concat(*key), f"@{set_name}"))
+    exprs.append(nx.verdict("accept" if action == Action.ALLOW else "drop"))
+    elements = tuple(_element(p, statement) for p in statement.pieces)
+    lookup = NftSet(name=set_name, key=tuple(types), interval=True, counters=True, elements=elements)
+    return tuple(exprs), lookup
 
 
 def _element(piece: Piece, statement: Statement) -> Json:

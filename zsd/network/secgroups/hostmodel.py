@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from zsd.network.secgroups.group import SecurityGroup
-from zsd.network.secgroups.nftobjects import Ruleset
+from zsd.network.secgroups.nftobjects import Canonical, Ruleset
 from zsd.network.secgroups.rules import Action, Direction
 
 
@@ -106,12 +107,32 @@ CounterRef = RuleRef | MembersRuleRef | DefaultRef
 
 
 @dataclass(frozen=True, kw_only=True)
+class CounterIndex:
+    """What the counting set elements of one part of the ruleset (a group, the NIC
+    defaults) count. A counter id names a rule's counter whatever its priority."""
+
+    elements: Mapping[tuple[str, Canonical], str]
+    """(set name, element key) -> counter id."""
+    refs: Mapping[str, CounterRef]
+    """Counter id -> what it counts (several ids may count for one reference)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class CompiledRuleset:
     ruleset: Ruleset
-    counters: Mapping[str, CounterRef]
-    """Named counter (in the inet table) -> what it counts."""
     marks: Mapping[str, int]
     """Port -> its index in packet marks; kept stable from one compile to the next."""
+    counter_index: tuple[CounterIndex, ...]
+
+    @cached_property
+    def counters(self) -> dict[str, CounterRef]:
+        """Counter id -> what it counts, for the whole ruleset."""
+        return {i: ref for part in self.counter_index for i, ref in part.refs.items()}
+
+    @cached_property
+    def counter_elements(self) -> dict[tuple[str, Canonical], str]:
+        """(set name, element key) -> counter id, for the whole ruleset."""
+        return {k: i for part in self.counter_index for k, i in part.elements.items()}
 
 
 @dataclass(frozen=True, kw_only=True)

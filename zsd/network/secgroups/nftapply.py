@@ -6,8 +6,9 @@ what it applied last; the next apply is a diff against it (a one-rule change cos
 a few commands whatever the size of the ruleset) and falls back to a full reload
 of zsd's tables when a diff cannot express the change, when the diff fails (the
 tables were changed behind zsd's back) and on the first apply after a start (a
-restarted zsd cannot know what is loaded). A full reload carries the named
-counters' values over.
+restarted zsd cannot know what is loaded). Hit counters are counters on set
+elements; libnftables cannot preset them, so the applier reads them before a full
+reload and adds what they had counted to what the kernel reports afterwards.
 
 These calls block (netlink); the daemon runs them through ``trio.to_thread``.
 """
@@ -22,8 +23,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from zsd.errors import FailedPrecondition, Internal, Unsupported, ZsdError
 from zsd.network.secgroups.compiler import TABLE
-from zsd.network.secgroups.hostmodel import CompiledRuleset, HitCount
-from zsd.network.secgroups.nftobjects import Command, CounterKey, diff_transaction, full_transaction
+from zsd.network.secgroups.hostmodel import CompiledRuleset, CounterRef, HitCount
+from zsd.network.secgroups.nftobjects import Command, canonical, diff_transaction, full_transaction
 
 _T = TypeVar("_T")
 
@@ -66,6 +67,9 @@ def libnftables(netns: str | None = None) -> NftRunner:
         nft = nftables.Nftables()
         nft.set_json_output(True)
         nft.set_handle_output(False)
+        # listings with numbers, not names, so element keys read back unambiguously
+        nft.set_numeric_proto_output(True)
+        nft.set_numeric_symbol_output(True)
         runner: NftRunner = nft
         return runner
 
@@ -97,6 +101,8 @@ class RulesetApplier:
     def __init__(self, nft: NftRunner) -> None:
         self._nft = nft
         self._applied: CompiledRuleset | None = None
+        self._carried: dict[str, tuple[int, int]] = {}
+        """Counter id -> what its element had counted before the last full reloads."""
 
     @property
     def applied(self) -> CompiledRuleset | None:
@@ -121,9 +127,18 @@ class RulesetApplier:
         return self.apply_full(compiled)
 
     def apply_full(self, compiled: CompiledRuleset) -> ApplyResult:
-        """Deletes and recreates zsd's tables in one transaction; counters keep their values."""
-        commands = full_transaction(compiled.ruleset, self._counter_values())
+        """Deletes and recreates zsd's tables in one transaction; what the counters had
+        counted is carried over (as far as their rules are still there)."""
+        before = self._element_counts(self._applied or compiled)
+        commands = full_transaction(compiled.ruleset)
         self._run(commands)
+        carried: dict[str, tuple[int, int]] = {}
+        for counter_id in compiled.counters:
+            old = self._carried.get(counter_id, (0, 0))
+            now = before.get(counter_id, (0, 0))
+            if old != (0, 0) or now != (0, 0):
+                carried[counter_id] = (old[0] + now[0], old[1] + now[1])
+        self._carried = carried
         self._applied = compiled
         return ApplyResult(mode="full", commands=len(commands))
 
@@ -135,32 +150,47 @@ class RulesetApplier:
             commands += [{"add": {"table": table}}, {"delete": {"table": table}}]
         self._run(commands)
         self._applied = None
+        self._carried = {}
 
     def hits(self) -> tuple[HitCount, ...]:
-        """Every named counter of the applied ruleset with what it counts: each rule
-        of each group in use (by group and current priority), each group's built-in
-        rule and each NIC's default, per direction."""
+        """What each counter of the applied ruleset counted: each rule of each group in
+        use (by group and current priority), each group's built-in rule and each NIC's
+        default, per direction. A rule counts the packets it decided: the first of each
+        connection (the rest pass as established)."""
         if self._applied is None:
             return ()
-        values = self._counter_values()
-        out = []
-        for name, ref in self._applied.counters.items():
-            packets, nbytes = values.get(("inet", TABLE, name), (0, 0))
-            out.append(HitCount(ref=ref, packets=packets, bytes=nbytes))
-        return tuple(out)
+        counts = self._element_counts(self._applied)
+        totals: dict[CounterRef, tuple[int, int]] = {}
+        for counter_id, ref in self._applied.counters.items():
+            kernel = counts.get(counter_id, (0, 0))
+            carried = self._carried.get(counter_id, (0, 0))
+            packets, nbytes = totals.get(ref, (0, 0))
+            totals[ref] = (packets + kernel[0] + carried[0], nbytes + kernel[1] + carried[1])
+        return tuple(HitCount(ref=ref, packets=p, bytes=b) for ref, (p, b) in totals.items())
 
-    def _counter_values(self) -> dict[CounterKey, tuple[int, int]]:
+    def _element_counts(self, compiled: CompiledRuleset) -> dict[str, tuple[int, int]]:
+        """Counter id -> (packets, bytes) of its set element in the kernel now."""
         rc, output, _error = self._nft.json_cmd(
-            {"nftables": [{"list": {"counters": {"family": "inet", "table": TABLE}}}]}
+            {"nftables": [{"list": {"table": {"family": "inet", "name": TABLE}}}]}
         )
-        if rc != 0:
+        if rc != 0 or not isinstance(output, dict):
             return {}  # no table yet
-        values: dict[CounterKey, tuple[int, int]] = {}
-        for item in output.get("nftables", ()) if isinstance(output, dict) else ():
-            c = item.get("counter")
-            if c is not None:
-                values[(c["family"], c["table"], c["name"])] = (int(c["packets"]), int(c["bytes"]))
-        return values
+        index = compiled.counter_elements
+        counts: dict[str, tuple[int, int]] = {}
+        for item in output.get("nftables", ()):
+            listed = item.get("set")
+            if listed is None:
+                continue
+            for element in listed.get("elem", ()):
+                body = element.get("elem") if isinstance(element, dict) else None
+                if not isinstance(body, dict) or "counter" not in body:
+                    continue
+                counter_id = index.get((listed["name"], canonical(body["val"])))
+                if counter_id is not None:
+                    packets, nbytes = counts.get(counter_id, (0, 0))
+                    counter = body["counter"]
+                    counts[counter_id] = (packets + counter["packets"], nbytes + counter["bytes"])
+        return counts
 
     def _run(self, commands: list[Command]) -> None:
         rc, _output, error = self._nft.json_cmd({"nftables": commands})

@@ -8,17 +8,24 @@ A :class:`Ruleset` is a set of whole tables that zsd owns. Two transactions exis
   first, so a missing table is no error) — one atomic batch, nothing else touched;
 - :func:`diff_transaction` turns an applied ruleset into a new one with the fewest
   commands: changed chains are flushed and refilled, set elements are deleted and
-  added, counters that stay are never touched (so they keep counting). It returns
-  None when the change cannot be expressed as a diff (a table or a hook changed).
+  added, elements that stay are never touched (so their counters keep counting).
+  It returns None when the change cannot be expressed as a diff (a table or a
+  hook changed).
+
+Counters live on set elements (a set with ``counters``), not in named counter
+objects: libnftables (1.0.6) fetches every object of the table before it adds a
+rule or an element, so ten thousand named counters made every change cost ~20 ms.
 
 Rule statements and set elements are libnftables JSON values (the library's wire
-format), built by the small helpers at the end of this module.
+format), built by the small helpers at the end of this module; :func:`canonical`
+reads an element key back from a listing whatever notation nft chose.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +52,7 @@ class Chain:
 
 @dataclass(frozen=True, kw_only=True)
 class NftSet:
-    """A named set, or a map when ``data`` is given ("mark", "verdict", "counter")."""
+    """A named set, or a map when ``data`` is given ("mark", "verdict")."""
 
     name: str
     key: tuple[str, ...]
@@ -54,18 +61,18 @@ class NftSet:
     interval: bool = False
     elements: tuple[Json, ...] = ()
     """Keys (a set) or (key, value) pairs (a map)."""
+    counters: bool = False
+    """Every element counts the packets that match it."""
 
     @property
-    def shape(self) -> tuple[tuple[str, ...], str | None, bool]:
-        return (self.key, self.data, self.interval)
+    def shape(self) -> tuple[tuple[str, ...], str | None, bool, bool]:
+        return (self.key, self.data, self.interval, self.counters)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Table:
     family: str
     name: str
-    counters: tuple[str, ...] = ()
-    """Named counter objects."""
     sets: tuple[NftSet, ...] = ()
     chains: tuple[Chain, ...] = ()
 
@@ -75,21 +82,18 @@ class Ruleset:
     tables: tuple[Table, ...]
 
 
-CounterKey = tuple[str, str, str]
-"""(family, table, counter name)."""
+Canonical = tuple[tuple[int, int], ...]
+"""An element key as one inclusive integer interval per field."""
 
 
-def full_transaction(ruleset: Ruleset, counters: Mapping[CounterKey, tuple[int, int]]) -> list[Command]:
-    """Deletes and recreates every table of ``ruleset``; named counters start from
-    ``counters`` (packets, bytes) when given, so a reload does not reset them."""
+def full_transaction(ruleset: Ruleset) -> list[Command]:
+    """Deletes and recreates every table of ``ruleset`` (element counters start at 0:
+    libnftables 1.0.6 ignores counter values given in JSON elements)."""
     cmds: list[Command] = []
     for t in ruleset.tables:
         cmds.append({"add": {"table": {"family": t.family, "name": t.name}}})
         cmds.append({"delete": {"table": {"family": t.family, "name": t.name}}})
         cmds.append({"add": {"table": {"family": t.family, "name": t.name}}})
-        for name in t.counters:
-            packets, nbytes = counters.get((t.family, t.name, name), (0, 0))
-            cmds.append({"add": {"counter": {**_ref(t, name), "packets": packets, "bytes": nbytes}}})
         cmds.extend({"add": {"chain": _chain(t, c)}} for c in t.chains)
         cmds.extend({"add": _set(t, s, s.elements)} for s in t.sets)
         for c in t.chains:
@@ -102,7 +106,7 @@ def diff_transaction(old: Ruleset, new: Ruleset) -> list[Command] | None:
     only a full transaction can do it."""
     if [(t.family, t.name) for t in old.tables] != [(t.family, t.name) for t in new.tables]:
         return None
-    phases: list[list[Command]] = [[] for _ in range(8)]
+    phases: list[list[Command]] = [[] for _ in range(6)]
     for before, after in zip(old.tables, new.tables, strict=True):
         if before is after:
             continue
@@ -112,7 +116,7 @@ def diff_transaction(old: Ruleset, new: Ruleset) -> list[Command] | None:
 
 
 def _diff_table(old: Table, new: Table, phases: list[list[Command]]) -> bool:
-    flush, del_elems, del_chains, del_counters, add_counters, add_chains, add_sets, add_rules = phases
+    flush, del_elems, del_chains, add_chains, add_sets, add_rules = phases
     old_chains = {c.name: c for c in old.chains}
     new_chains = {c.name: c for c in new.chains}
     for name, chain in old_chains.items():
@@ -146,18 +150,16 @@ def _diff_table(old: Table, new: Table, phases: list[list[Command]]) -> bool:
         before_set = old_sets.get(name)
         if before_set is None or before_set.shape != after_set.shape:
             add_sets.append({"add": _set(new, after_set, after_set.elements)})
-
-    old_counters, new_counters = set(old.counters), set(new.counters)
-    del_counters.extend({"delete": {"counter": _ref(old, n)}} for n in sorted(old_counters - new_counters))
-    add_counters.extend({"add": {"counter": _ref(new, n)}} for n in sorted(new_counters - old_counters))
     return True
 
 
 def _element_changes(old: NftSet, new: NftSet) -> tuple[list[Json], list[Json]]:
     """Elements to delete (keys) and to add (elements); a map element whose value
-    changes is deleted and added again."""
-    before = {_ident(e): e for e in old.elements}
-    after = {_ident(e): e for e in new.elements}
+    changes is deleted and added again. Element objects found in both sets (the
+    compiler reuses what did not change) are skipped without looking inside them."""
+    shared = {id(e) for e in old.elements} & {id(e) for e in new.elements}
+    before = {_ident(e): e for e in old.elements if id(e) not in shared}
+    after = {_ident(e): e for e in new.elements if id(e) not in shared}
     gone = [(e[0] if old.data else e) for k, e in before.items() if k not in after]
     added = [e for k, e in after.items() if k not in before]
     if old.data:
@@ -194,6 +196,8 @@ def _set(t: Table, s: NftSet, elements: Iterable[Json]) -> dict[str, Any]:
         body["map"] = s.data
     if s.interval:
         body["flags"] = ["interval"]
+    if s.counters:
+        body["stmt"] = [{"counter": None}]
     elems = [list(e) if isinstance(e, tuple) else e for e in elements]
     if elems:
         body["elem"] = elems
@@ -239,16 +243,6 @@ def prefix(address: str, length: int, bits: int) -> Json:
     return address if length == bits else {"prefix": {"addr": address, "len": length}}
 
 
-def counter_map(key: Json, map_name: str) -> Json:
-    """Counts the packet on the named counter the map gives for ``key``; the rule
-    stops here when the key is not in the map."""
-    return {"counter": {"map": {"key": key, "data": f"@{map_name}"}}}
-
-
-def named_counter(name: str) -> Json:
-    return {"counter": name}
-
-
 def vmap(key: Json, map_name: str) -> Json:
     return {"vmap": {"key": key, "data": f"@{map_name}"}}
 
@@ -264,3 +258,29 @@ def map_lookup(key: Json, map_name: str) -> Json:
 def verdict(name: str, target: str | None = None) -> Json:
     """accept, drop, return; jump/goto with a target chain."""
     return {name: {"target": target}} if target else {name: None}
+
+
+def canonical(key: Json) -> Canonical:
+    """An element key (as zsd writes it or as nft lists it with numeric output) as
+    integer intervals: addresses, prefixes and ranges of either become (low, high)."""
+    parts = key["concat"] if isinstance(key, dict) and "concat" in key else [key]
+    return tuple(_interval(p) for p in parts)
+
+
+def _interval(part: Json) -> tuple[int, int]:
+    if isinstance(part, bool):
+        raise TypeError(f"not an element field: {part!r}")
+    if isinstance(part, int):
+        return part, part
+    if isinstance(part, str):
+        value = _scalar(part)
+        return value, value
+    if "range" in part:
+        lo, hi = part["range"]
+        return _scalar(lo), _scalar(hi)
+    net = ipaddress.ip_network(f"{part['prefix']['addr']}/{part['prefix']['len']}")
+    return int(net.network_address), int(net.broadcast_address)
+
+
+def _scalar(value: Json) -> int:
+    return value if isinstance(value, int) else int(ipaddress.ip_address(value))

@@ -3,16 +3,17 @@
 Within one group chain, a run of consecutive rules with the same action needs no
 rule-by-rule evaluation: the packet either matches one of them (the run's verdict)
 or none (on to the next run). So a run becomes a few *statements*, each one lookup
-of the packet's key in a map from rule keys to the rule's named counter::
+of the packet's key in an interval set of the rules' keys, each element counting
+the packets its rule decides::
 
-    ip saddr . meta l4proto . th dport  ->  { 10.0.0.0/8 . tcp . 80-443 : "rule_web_1a2b" , ... }
+    ip saddr . meta l4proto . th dport @sg_web_in_1a2b3c4d  { 10.0.0.0/8 . 6 . 80-443, ... }
 
 One statement holds the rules of one *shape*: family (4/6), kind (protocol only;
 protocol + ports; ICMP type + code) and remote (a CIDR inside the key, or one remote
 group whose member set is matched before the lookup).
 
 Hit counters must go to the rule that first-match semantics picks, and interval
-maps must not hold overlapping elements, so a rule only joins the latest statement
+sets must not hold overlapping elements, so a rule only joins the latest statement
 of its shape when it overlaps nothing in that statement or in any statement after
 it; otherwise it opens a new statement at the end of the run. Every element then
 sits after every earlier rule it overlaps: the first statement that matches a
@@ -57,6 +58,7 @@ class Piece:
     sub: tuple[int, int]
     """Port range (PORTS) or ICMP type*256+code range (ICMP); FULL_SUB for PROTO."""
     counter: str
+    """The id of the rule's counter (its element's, once compiled)."""
 
     @property
     def shape(self) -> tuple[int, Kind, str | None]:

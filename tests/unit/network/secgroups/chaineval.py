@@ -12,6 +12,7 @@ from typing import Any
 from zsd.network.secgroups.group import SecurityGroup
 from zsd.network.secgroups.groupchains import PROTO_NUMBERS, GroupParts, chain_name, member_set
 from zsd.network.secgroups.hostmodel import MembersRuleRef, RuleRef
+from zsd.network.secgroups.nftobjects import canonical
 from zsd.network.secgroups.rules import Action, Direction, EtherType, Protocol, RuleSpec
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -38,43 +39,38 @@ Outcome = tuple[str, str] | None
 def run_chain(
     parts: GroupParts, direction: Direction, packet: Packet, members: Mapping[str, Set[str]]
 ) -> Outcome:
-    """What the compiled chain does to ``packet``; ``members`` maps member set names
-    (``members_web_v4``) to addresses."""
+    """What the compiled chain does to ``packet`` and which counter counts it;
+    ``members`` maps member set names (``members_web_v4``) to addresses."""
     chain = next(c for c in parts.chains if c.name == chain_name(parts.group.name, direction))
-    maps = {m.name: m for m in parts.maps}
+    sets = {s.name: s for s in parts.sets}
     for rule in chain.rules:
         counter: str | None = None
         for stmt in rule:
-            if "match" in stmt:
-                m = stmt["match"]
-                assert m["op"] == "=="
-                left = _value(m["left"], packet)
-                right = m["right"]
-                ok = (
-                    left in {ipaddress.ip_address(a) for a in members[right[1:]]}
-                    if str(right).startswith("@")
-                    else left == right
-                )
-                if not ok:
+            if "match" not in stmt:
+                (verdict,) = stmt
+                assert counter is not None, "a verdict without a counting lookup"
+                return verdict, counter
+            m = stmt["match"]
+            assert m["op"] == "=="
+            right = m["right"]
+            if not str(right).startswith("@"):
+                if _value(m["left"], packet) != right:
                     break
-            elif "counter" in stmt:
-                if isinstance(stmt["counter"], str):
-                    counter = stmt["counter"]
-                    continue
-                lookup = stmt["counter"]["map"]
-                key = lookup["key"]
+            elif right[1:] in members:
+                if _value(m["left"], packet) not in {ipaddress.ip_address(a) for a in members[right[1:]]}:
+                    break
+            else:
+                key = m["left"]
                 values = (
                     [_value(k, packet) for k in key["concat"]] if "concat" in key else [_value(key, packet)]
                 )
-                hits = [e[1] for e in maps[lookup["data"][1:]].elements if _element_matches(e[0], values)]
+                lookup = sets[right[1:]]
+                assert lookup.counters
+                hits = [e for e in lookup.elements if _element_matches(e, values)]
                 assert len(hits) <= 1, f"overlapping elements {hits}"
                 if not hits:
                     break
-                counter = hits[0]
-            else:
-                (verdict,) = stmt
-                assert counter is not None
-                return verdict, counter
+                counter = parts.index.elements[(lookup.name, canonical(hits[0]))]
     return None
 
 
@@ -82,15 +78,17 @@ def first_match(
     group: SecurityGroup, parts: GroupParts, direction: Direction, packet: Packet, member_of: Set[str]
 ) -> Outcome:
     """Plain rule-by-rule evaluation; ``member_of``: the groups the remote end is in."""
-    names = {ref.priority: n for n, ref in parts.counters.items() if isinstance(ref, RuleRef)}
+    names = {ref.priority: n for n, ref in parts.index.refs.items() if isinstance(ref, RuleRef)}
     for rule in group.rules:
         if rule.spec.direction == direction and _covers(rule.spec, packet, member_of):
             return ("accept" if rule.spec.action == Action.ALLOW else "drop"), names[rule.priority]
     if group.allow_members and group.name in member_of:
         builtin = next(
             n
-            for n, ref in parts.counters.items()
-            if isinstance(ref, MembersRuleRef) and ref.direction == direction
+            for n, ref in parts.index.refs.items()
+            if isinstance(ref, MembersRuleRef)
+            and ref.direction == direction
+            and n.endswith(f"_v{packet.family}")
         )
         return "accept", builtin
     return None

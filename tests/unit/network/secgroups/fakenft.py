@@ -1,7 +1,8 @@
 """A stateful fake of libnftables' JSON interface, strict where the kernel is:
 transactions are all or nothing, objects must exist before they are used or
 deleted, and nothing in use may be deleted. Enough of nftables for zsd's
-security-group tables (tables, chains, rules, named sets/maps, counters)."""
+security-group tables (tables, chains, rules, named sets and maps, counters on set
+elements)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from zsd.network.secgroups.nftobjects import canonical
 
 
 class NftFailure(Exception):
@@ -20,7 +23,6 @@ class NftFailure(Exception):
 class FakeTable:
     chains: dict[str, dict[str, Any]] = field(default_factory=dict)
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    counters: dict[str, list[int]] = field(default_factory=dict)
 
 
 class FakeNft:
@@ -50,8 +52,11 @@ class FakeNft:
 
     # -- test helpers ----------------------------------------------------------------
 
-    def hit(self, family: str, table: str, counter: str, packets: int, nbytes: int) -> None:
-        c = self.tables[(family, table)].counters[counter]
+    def hit(self, family: str, table: str, set_name: str, key: Any, *, packets: int, nbytes: int) -> None:
+        """Counts traffic on the element of a counting set whose key is ``key``."""
+        s = self.tables[(family, table)].sets[set_name]
+        (ident,) = [e for e in s["elements"] if canonical(json.loads(e)) == canonical(key)]
+        c = s["counters"][ident]
         c[0] += packets
         c[1] += nbytes
 
@@ -60,8 +65,10 @@ class FakeNft:
         return {
             f"{f} {n}": {
                 "chains": t.chains,
-                "sets": {k: {**v, "elements": sorted(v["elements"])} for k, v in t.sets.items()},
-                "counters": sorted(t.counters),
+                "sets": {
+                    k: {**{a: b for a, b in v.items() if a != "counters"}, "elements": sorted(v["elements"])}
+                    for k, v in t.sets.items()
+                },
             }
             for (f, n), t in sorted(self.tables.items())
         }
@@ -69,23 +76,30 @@ class FakeNft:
     # -- commands --------------------------------------------------------------------
 
     def _list(self, what: Mapping[str, Any]) -> tuple[int, Any, str]:
-        spec = what["counters"]
-        table = self.tables.get((spec["family"], spec["table"]))
+        spec = what["table"]
+        table = self.tables.get((spec["family"], spec["name"]))
         if table is None:
             return 1, "", "Error: No such file or directory\n"
-        items = [
-            {
-                "counter": {
-                    "family": spec["family"],
-                    "table": spec["table"],
-                    "name": n,
-                    "packets": p,
-                    "bytes": b,
-                }
-            }
-            for n, (p, b) in table.counters.items()
+        ref = {"family": spec["family"], "table": spec["name"]}
+        items: list[dict[str, Any]] = [
+            {"metainfo": {}},
+            {"table": {"family": spec["family"], "name": spec["name"]}},
         ]
-        return 0, {"nftables": [{"metainfo": {}}, *items]}, ""
+        for name, s in table.sets.items():
+            elem: list[Any] = []
+            for e in s["elements"]:
+                value = json.loads(e)
+                if s["counters"] is not None:
+                    packets, nbytes = s["counters"][e]
+                    value = {"elem": {"val": value, "counter": {"packets": packets, "bytes": nbytes}}}
+                elem.append(value)
+            items.append(
+                {"map" if s["map"] else "set": {**ref, "name": name, "type": s["type"], "elem": elem}}
+            )
+        for name, chain in table.chains.items():
+            items.append({"chain": {**ref, "name": name}})
+            items.extend({"rule": {**ref, "chain": name, "expr": r}} for r in chain["rules"])
+        return 0, {"nftables": items}, ""
 
     def _do(self, state: dict[tuple[str, str], FakeTable], cmd: Mapping[str, Any]) -> None:
         ((verb, body),) = cmd.items()
@@ -103,16 +117,6 @@ class FakeNft:
         if table is None:
             raise NftFailure(f"no table {obj['family']} {obj['table']}")
         getattr(self, f"_{verb}_{kind}")(table, obj)
-
-    def _add_counter(self, t: FakeTable, o: Mapping[str, Any]) -> None:
-        _absent(t.counters, o["name"], "counter")
-        t.counters[o["name"]] = [o.get("packets", 0), o.get("bytes", 0)]
-
-    def _delete_counter(self, t: FakeTable, o: Mapping[str, Any]) -> None:
-        _present(t.counters, o["name"], "counter")
-        if o["name"] in _used(t, "counters"):
-            raise NftFailure(f"counter {o['name']} is in use")
-        del t.counters[o["name"]]
 
     def _add_chain(self, t: FakeTable, o: Mapping[str, Any]) -> None:
         _absent(t.chains, o["name"], "chain")
@@ -137,13 +141,18 @@ class FakeNft:
             _present(t.sets, name, "set")
         for name in refs["chains"]:
             _present(t.chains, name, "chain")
-        for name in refs["counters"]:
-            _present(t.counters, name, "counter")
         t.chains[o["chain"]]["rules"].append(o["expr"])
 
     def _add_set(self, t: FakeTable, o: Mapping[str, Any], data: str | None = None) -> None:
         _absent(t.sets, o["name"], "set")
-        t.sets[o["name"]] = {"type": o["type"], "map": data, "flags": o.get("flags", []), "elements": []}
+        counting = o.get("stmt") == [{"counter": None}]
+        t.sets[o["name"]] = {
+            "type": o["type"],
+            "map": data,
+            "flags": o.get("flags", []),
+            "elements": [],
+            "counters": {} if counting else None,
+        }
         self._add_element(t, {"name": o["name"], "elem": o.get("elem", [])})
 
     def _add_map(self, t: FakeTable, o: Mapping[str, Any]) -> None:
@@ -166,10 +175,11 @@ class FakeNft:
             if s["map"] == "verdict":
                 ((_, target),) = e[1].items()
                 _present(t.chains, target["target"], "chain")
-            if s["map"] == "counter":
-                _present(t.counters, e[1], "counter")
             keys.add(_key(e, s["map"]))
-            s["elements"].append(json.dumps(e, sort_keys=True))
+            ident = json.dumps(e, sort_keys=True)
+            s["elements"].append(ident)
+            if s["counters"] is not None:
+                s["counters"][ident] = [0, 0]
 
     def _delete_element(self, t: FakeTable, o: Mapping[str, Any]) -> None:
         s = _present(t.sets, o["name"], "set")
@@ -178,7 +188,10 @@ class FakeNft:
             ident = json.dumps(k, sort_keys=True)
             if ident not in by_key:
                 raise NftFailure(f"no element {k} in {o['name']}")
-            s["elements"].remove(by_key.pop(ident))
+            gone = by_key.pop(ident)
+            s["elements"].remove(gone)
+            if s["counters"] is not None:
+                del s["counters"][gone]
 
 
 def _key(element: Any, data: str | None) -> str:
@@ -207,14 +220,12 @@ def _walk(value: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _refs(expr: Any) -> dict[str, set[str]]:
-    refs: dict[str, set[str]] = {"sets": set(), "chains": set(), "counters": set()}
+    refs: dict[str, set[str]] = {"sets": set(), "chains": set()}
     for key, value in _walk(expr):
         if isinstance(value, str) and value.startswith("@"):
             refs["sets"].add(value[1:])
         if key in ("jump", "goto") and isinstance(value, dict):
             refs["chains"].add(value["target"])
-        if key == "counter" and isinstance(value, str):
-            refs["counters"].add(value)
     return refs
 
 
@@ -228,6 +239,4 @@ def _used(t: FakeTable, what: str) -> set[str]:
             if what == "chains" and s["map"] == "verdict":
                 ((_, target),) = pair[1].items()
                 used.add(target["target"])
-            if what == "counters" and s["map"] == "counter":
-                used.add(pair[1])
     return used

@@ -13,7 +13,14 @@ from tests.unit.network.secgroups.fakenft import FakeNft
 from tests.unit.network.secgroups.hosts import synthetic, tcp_in, three_tier
 from zsd.errors import FailedPrecondition, Internal, Unsupported
 from zsd.network.secgroups.compiler import TABLE, Compiler
-from zsd.network.secgroups.hostmodel import CompiledRuleset, HostFirewall, HostNic, RuleRef, membership
+from zsd.network.secgroups.hostmodel import (
+    CompiledRuleset,
+    DefaultRef,
+    HostFirewall,
+    HostNic,
+    RuleRef,
+    membership,
+)
 from zsd.network.secgroups.nftapply import RulesetApplier, translate_nft_error
 from zsd.network.secgroups.nftobjects import full_transaction
 from zsd.network.secgroups.rules import Action, Direction
@@ -33,7 +40,7 @@ def loaded(fw: HostFirewall, marks_from: CompiledRuleset | None) -> FakeNft:
     """A fake with ``fw`` loaded whole (NICs keep the marks they have in ``marks_from``)."""
     nft = FakeNft()
     compiled = Compiler(previous=marks_from).compile(fw)
-    assert nft.json_cmd({"nftables": full_transaction(compiled.ruleset, {})})[0] == 0
+    assert nft.json_cmd({"nftables": full_transaction(compiled.ruleset)})[0] == 0
     return nft
 
 
@@ -127,25 +134,32 @@ def test_a_diff_that_no_longer_fits_the_kernel_falls_back_to_a_full_reload() -> 
     assert nft.snapshot() == loaded(desired(NICS[:2]), applier.applied).snapshot()
 
 
-def test_counters_survive_a_full_reload_and_follow_their_rule_when_renumbered() -> None:
+def test_counters_follow_their_rule_when_renumbered_and_survive_a_full_reload() -> None:
     nft = FakeNft()
     applier = RulesetApplier(nft)
     compiler = Compiler()
     fw = desired()
-    applier.apply(compiler.compile(fw))
-    ssh = next(
-        n
-        for n, r in compiler.compile(fw).counters.items()
-        if r == RuleRef(group="ops", priority=0, direction=Direction.INGRESS)
-    )
-    nft.hit("inet", TABLE, ssh, 7, 420)
+    compiled = compiler.compile(fw)
+    applier.apply(compiled)
+    ssh_ref = RuleRef(group="ops", priority=0, direction=Direction.INGRESS)
+    ((set_name, key),) = [k for k, i in compiled.counter_elements.items() if compiled.counters[i] == ssh_ref]
+    nft.hit("inet", TABLE, set_name, _key(key), packets=7, nbytes=420)
     groups = dict(fw.groups)
     groups["ops"] = groups["ops"].insert_rule(0, tcp_in(2222, remote_group="web"), known_groups=set(groups))
-    applier.apply(compiler.compile(replace(fw, groups=groups)))
+    assert applier.apply(compiler.compile(replace(fw, groups=groups))).mode == "diff"
+    moved = RuleRef(group="ops", priority=1, direction=Direction.INGRESS)
+    assert {h.ref: (h.packets, h.bytes) for h in applier.hits()}[moved] == (7, 420)
     applier.apply_full(applier.applied)  # type: ignore[arg-type]
+    nft.hit("inet", TABLE, set_name, _key(key), packets=1, nbytes=60)
     hits = {h.ref: (h.packets, h.bytes) for h in applier.hits()}
-    assert hits[RuleRef(group="ops", priority=1, direction=Direction.INGRESS)] == (7, 420)
+    assert hits[moved] == (8, 480)
     assert hits[RuleRef(group="ops", priority=0, direction=Direction.INGRESS)] == (0, 0)
+    assert hits[DefaultRef(port="tap-web", direction=Direction.INGRESS)] == (0, 0)
+
+
+def _key(canon: tuple[tuple[int, int], ...]) -> dict[str, list[dict[str, list[int]]]]:
+    """An element key in range notation (as a listing might give it)."""
+    return {"concat": [{"range": [lo, hi]} for lo, hi in canon]}
 
 
 def test_remove_deletes_only_zsds_tables() -> None:

@@ -20,7 +20,7 @@ from zsd.network.secgroups.hostmodel import (
     RuleRef,
     membership,
 )
-from zsd.network.secgroups.nftobjects import Chain, NftSet, Table, diff_transaction
+from zsd.network.secgroups.nftobjects import Chain, NftSet, Table, canonical, diff_transaction
 from zsd.network.secgroups.rules import Action, Direction
 
 WEB = HostNic(
@@ -83,11 +83,7 @@ def test_two_tables_with_the_mark_recipe_hooks() -> None:
         TO_TAG | marks["tap-web"],
         {"goto": {"target": "nic_tap-web_in"}},
     )
-    assert nft_set(bridge, "port_ipv6").elements[:3] == (
-        {"concat": ["tap-web", {"prefix": {"addr": "fe80::", "len": 10}}]},
-        {"concat": ["tap-web", "::"]},
-        {"concat": ["tap-web", "fd00::1"]},
-    )
+    assert nft_set(bridge, "port_ipv6").elements == ({"concat": ["tap-web", "fd00::1"]},)
 
 
 def test_a_nic_chain_tries_its_groups_in_order_then_its_default() -> None:
@@ -101,10 +97,11 @@ def test_a_nic_chain_tries_its_groups_in_order_then_its_default() -> None:
         {"jump": {"target": "sg_web_in"}},
         {"jump": {"target": "sg_ops_in"}},
     ]
-    assert web_in[-1] == ({"counter": "default_tap-web_in"}, {"drop": None})
+    counting = ({"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": "@default_hits"}},)
+    assert web_in[-2:] == (counting, ({"drop": None},))
     web_out = chain(inet, "nic_tap-web_out").rules
     assert web_out[0] == ({"jump": {"target": "egress_guard"}},)
-    assert web_out[-1] == ({"counter": "default_tap-web_out"}, {"accept": None})
+    assert web_out[-2:] == (counting, ({"accept": None},))
     assert chain(inet, "nic_tap-db_in").rules[-1][-1] == {"accept": None}
     assert chain(inet, "nic_tap-db_out").rules[-1][-1] == {"drop": None}
 
@@ -130,7 +127,17 @@ def test_counters_say_what_they_count() -> None:
     refs = set(c.counters.values())
     assert RuleRef(group="web", priority=1, direction=Direction.INGRESS) in refs
     assert DefaultRef(port="tap-db", direction=Direction.EGRESS) in refs
-    assert set(table(c, "inet").counters) == set(c.counters)
+    inet = table(c, "inet")
+    counting = {s.name: s for s in inet.sets if s.counters}
+    assert set(counting) == {name for name, _ in c.counter_elements}
+    # every counting element is known, and nothing else is
+    listed = {(s.name, canonical(e)) for s in counting.values() for e in s.elements}
+    assert listed == set(c.counter_elements)
+    assert set(c.counter_elements.values()) == set(c.counters)
+    marks = c.marks
+    assert c.counters[
+        c.counter_elements[("default_hits", ((FROM_TAG | marks["tap-db"],) * 2,))]
+    ] == DefaultRef(port="tap-db", direction=Direction.EGRESS)
 
 
 def test_the_ruleset_size_follows_nics_and_groups_not_rules() -> None:
@@ -142,7 +149,8 @@ def test_the_ruleset_size_follows_nics_and_groups_not_rules() -> None:
 
     small, large = size(10), size(500)
     assert small[:2] == large[:2]
-    assert (small[2], large[2]) == (20 * 10, 20 * 500)
+    builtin = 20 * 4  # each group's built-in rule: in/out, v4/v6
+    assert (small[2], large[2]) == (20 * 10 + builtin, 20 * 500 + builtin)
 
 
 def test_membership_changes_only_change_set_elements() -> None:
@@ -169,21 +177,12 @@ def test_a_rule_change_touches_its_group_only() -> None:
     groups["ops"] = groups["ops"].add_rule(tcp_in(2222), known_groups=set(groups))
     after = compiler.compile(replace(desired, groups=groups))
     commands = diff_transaction(before.ruleset, after.ruleset)
-    (counter,) = set(after.counters) - set(before.counters)
     ref = {"family": "inet", "table": TABLE}
+    (lookup,) = [s for s in table(after, "inet").sets if s.name.startswith("sg_ops_in_")]
+    element = {"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, 6, 2222]}
     # 2222 from anywhere joins the lookup of 22 from anywhere: not even the chain changes
-    assert commands == [
-        {"add": {"counter": {**ref, "name": counter}}},
-        {
-            "add": {
-                "element": {
-                    **ref,
-                    "name": "sg_ops_in_0",
-                    "elem": [({"concat": [{"prefix": {"addr": "0.0.0.0", "len": 0}}, 6, 2222]}, counter)],
-                }
-            }
-        },
-    ]
+    assert commands == [{"add": {"element": {**ref, "name": lookup.name, "elem": [element]}}}]
+    counter = after.counter_elements[(lookup.name, canonical(element))]
     assert after.counters[counter] == RuleRef(group="ops", priority=1, direction=Direction.INGRESS)
     groups["ops"] = groups["ops"].insert_rule(0, tcp_in(23, remote_group="web"), known_groups=set(groups))
     commands = (

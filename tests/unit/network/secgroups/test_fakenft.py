@@ -18,10 +18,19 @@ def base(nft: FakeNft) -> None:
         run(
             nft,
             {"add": {"table": {"family": "inet", "name": "t"}}},
-            {"add": {"counter": {**T, "name": "c"}}},
             {"add": {"chain": {**T, "name": "a"}}},
             {"add": {"chain": {**T, "name": "b"}}},
-            {"add": {"set": {**T, "name": "s", "type": "ipv4_addr", "elem": ["10.0.0.1"]}}},
+            {
+                "add": {
+                    "set": {
+                        **T,
+                        "name": "s",
+                        "type": "ipv4_addr",
+                        "stmt": [{"counter": None}],
+                        "elem": ["10.0.0.1"],
+                    }
+                }
+            },
             {
                 "add": {
                     "map": {
@@ -38,7 +47,7 @@ def base(nft: FakeNft) -> None:
                     "rule": {
                         **T,
                         "chain": "a",
-                        "expr": [{"match": {"op": "==", "left": {}, "right": "@s"}}, {"counter": "c"}],
+                        "expr": [{"match": {"op": "==", "left": {}, "right": "@s"}}],
                     }
                 }
             },
@@ -61,7 +70,6 @@ def test_nothing_in_use_can_be_deleted() -> None:
     nft = FakeNft()
     base(nft)
     assert run(nft, {"delete": {"set": {**T, "name": "s"}}}) == 1
-    assert run(nft, {"delete": {"counter": {**T, "name": "c"}}}) == 1
     assert run(nft, {"delete": {"chain": {**T, "name": "b"}}}) == 1  # the vmap points at it
     assert run(nft, {"flush": {"chain": {**T, "name": "a"}}}, {"delete": {"set": {**T, "name": "s"}}}) == 0
     assert (
@@ -83,11 +91,14 @@ def test_references_must_exist_and_elements_are_unique() -> None:
     assert run(nft, {"add": {"element": {**T, "name": "v", "elem": [[2, {"goto": {"target": "zz"}}]]}}}) == 1
 
 
-def test_failures_are_injected_one_per_transaction_and_lists_report_counters() -> None:
+def test_failures_are_injected_one_per_transaction_and_listings_show_element_counters() -> None:
     nft = FakeNft()
     base(nft)
     nft.failures = ["Error: boom\n"]
     assert nft.json_cmd({"nftables": [{"add": {"chain": {**T, "name": "x"}}}]}) == (1, "", "Error: boom\n")
-    nft.hit("inet", "t", "c", 3, 180)
-    rc, out, _ = nft.json_cmd({"nftables": [{"list": {"counters": {"family": "inet", "table": "t"}}}]})
-    assert rc == 0 and out["nftables"][1]["counter"]["packets"] == 3
+    nft.hit("inet", "t", "s", {"prefix": {"addr": "10.0.0.1", "len": 32}}, packets=3, nbytes=180)
+    rc, out, _ = nft.json_cmd({"nftables": [{"list": {"table": {"family": "inet", "name": "t"}}}]})
+    (listed,) = [i["set"] for i in out["nftables"] if "set" in i]
+    assert rc == 0 and listed["elem"] == [
+        {"elem": {"val": "10.0.0.1", "counter": {"packets": 3, "bytes": 180}}}
+    ]

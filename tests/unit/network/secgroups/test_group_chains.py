@@ -12,6 +12,7 @@ from tests.unit.network.secgroups.chaineval import Packet, first_match, member_s
 from zsd.network.secgroups.group import SecurityGroup, new_group
 from zsd.network.secgroups.groupchains import compile_group
 from zsd.network.secgroups.hostmodel import MembersRuleRef, RuleRef
+from zsd.network.secgroups.nftobjects import canonical
 from zsd.network.secgroups.rules import (
     Action,
     Direction,
@@ -114,9 +115,9 @@ def test_chain_length_does_not_grow_with_the_rule_count() -> None:
     large = new_group("g", tcp_rules(10_000), known_groups=KNOWN, allow_members=False)
     assert ingress(small) == ingress(large) == 1
     parts = compile_group(large)
-    (counter_map,) = parts.maps
-    assert len(counter_map.elements) == 10_000
-    assert counter_map.key == ("ipv4_addr", "inet_proto", "inet_service") and counter_map.interval
+    (lookup,) = parts.sets
+    assert len(lookup.elements) == 10_000
+    assert lookup.key == ("ipv4_addr", "inet_proto", "inet_service") and lookup.interval and lookup.counters
 
 
 def test_each_action_change_adds_a_statement_per_shape() -> None:
@@ -158,8 +159,10 @@ def test_an_overlapping_rule_opens_a_new_statement_after_the_rules_it_overlaps()
     group = new_group("g", [wide, narrow, other], known_groups=KNOWN, allow_members=False)
     parts = compile_group(group)
     assert ingress(group) == 2
-    first, second = parts.maps
-    assert [e[1] for e in first.elements] == [n for n, r in parts.counters.items() if r == _ref(0)]
+    first, second = parts.sets
+    assert [parts.index.refs[parts.index.elements[(first.name, canonical(e))]] for e in first.elements] == [
+        _ref(0)
+    ]
     assert len(second.elements) == 2  # "other" overlaps nothing after it: it joins the newest statement
 
 
@@ -170,19 +173,26 @@ def _ref(priority: int) -> RuleRef:
 def test_counters_follow_rules_not_priorities() -> None:
     rules = tcp_rules(3)
     group = new_group("g", rules, known_groups=KNOWN)
-    before = {r.priority: n for n, r in compile_group(group).counters.items() if isinstance(r, RuleRef)}
+    parts = compile_group(group)
+    before = {r.priority: n for n, r in parts.index.refs.items() if isinstance(r, RuleRef)}
     moved = group.insert_rule(0, RuleSpec(direction=Direction.EGRESS), known_groups=KNOWN)
-    after = {r.priority: n for n, r in compile_group(moved).counters.items() if isinstance(r, RuleRef)}
+    moved_parts = compile_group(moved)
+    after = {r.priority: n for n, r in moved_parts.index.refs.items() if isinstance(r, RuleRef)}
     assert [after[p + 1] for p in range(3)] == [before[p] for p in range(3)]
+    # the elements stay in a set of the same name: the kernel keeps counting on them
+    assert {s.name for s in parts.sets if "_in_" in s.name} == {
+        s.name for s in moved_parts.sets if "_in_" in s.name
+    }
     twice = new_group("g", [rules[0], rules[0]], known_groups=KNOWN)
-    names = [n for n, r in compile_group(twice).counters.items() if isinstance(r, RuleRef)]
+    names = [n for n, r in compile_group(twice).index.refs.items() if isinstance(r, RuleRef)]
     assert len(set(names)) == 2
 
 
-def test_the_builtin_rule_counts_on_its_own_counter_without_a_map() -> None:
+def test_the_builtin_rule_matches_member_sets_and_counts_per_direction() -> None:
     parts = compile_group(new_group("g", known_groups=KNOWN))
-    assert parts.maps == ()
-    assert set(parts.counters.values()) == {
+    assert len(parts.sets) == 4  # in/out, v4/v6: any protocol (0-255)
+    assert all(s.elements == ({"range": [0, 255]},) for s in parts.sets)
+    assert set(parts.index.refs.values()) == {
         MembersRuleRef(group="g", direction=Direction.INGRESS),
         MembersRuleRef(group="g", direction=Direction.EGRESS),
     }
