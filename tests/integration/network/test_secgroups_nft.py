@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,6 +113,33 @@ def hits(applier: RulesetApplier) -> dict[Any, int]:
     return {h.ref: h.packets for h in applier.hits()}
 
 
+def dhcp_lease(server: str, client: str, tmp: Path) -> bool:
+    """Whether ``client`` gets a DHCP lease from busybox udhcpd running in ``server``."""
+    conf = tmp / f"udhcpd-{server}.conf"
+    leases = tmp / f"leases-{server}"
+    leases.touch()
+    conf.write_text(
+        f"interface eth0\nstart 10.50.0.150\nend 10.50.0.160\nlease_file {leases}\n"
+        f"pidfile {tmp}/udhcpd-{server}.pid\nopt subnet 255.255.255.0\n"
+    )
+    daemon = subprocess.Popen(
+        ["ip", "netns", "exec", f"{PREFIX}-{server}", "busybox", "udhcpd", "-f", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.2)
+        # -s /bin/true: keep the client's address as it is, only ask
+        ask = ["busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "2", "-T", "1", "-s", "/bin/true"]
+        run = subprocess.run(
+            ["ip", "netns", "exec", f"{PREFIX}-{client}", *ask], check=False, capture_output=True, timeout=20
+        )
+        return run.returncode == 0
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
 def listing(nft: Any) -> list[Any]:
     """zsd's tables as the kernel lists them, without handles and counter values."""
     out = []
@@ -128,7 +158,7 @@ def listing(nft: Any) -> list[Any]:
     return sorted(out)
 
 
-def test_three_tiers_with_real_packets(lab: dict[str, Agent]) -> None:
+def test_three_tiers_with_real_packets(lab: dict[str, Agent], tmp_path: Path) -> None:
     nft = libnftables(BRIDGE_NS)
     applier = RulesetApplier(nft)
     compiler = Compiler()
@@ -154,6 +184,11 @@ def test_three_tiers_with_real_packets(lab: dict[str, Agent]) -> None:
     assert reachable(lab, paths) == allowed
     icmp = [("ext", "web"), ("ext", "app"), ("ext", "db"), ("web", "ext"), ("db", "ext"), ("app", "web")]
     assert pings(lab, icmp) == {("ext", "web"), ("web", "ext"), ("app", "web")}
+
+    # DHCP keeps working for a NIC nothing is allowed to reach (spare: no group), from
+    # the real server (a bridge port that is no zsd NIC); a VM cannot be a DHCP server
+    assert dhcp_lease("ext", "spare", tmp_path)
+    assert not dhcp_lease("web", "spare", tmp_path)
 
     counted = hits(applier)
     assert counted[RuleRef(group="web", priority=0, direction=Direction.INGRESS)] >= 4  # 80 from 4 sources
@@ -214,6 +249,7 @@ def test_three_tiers_with_real_packets(lab: dict[str, Agent]) -> None:
 
     applier.remove()
     assert reachable(lab, [("ext", "app", 22)]) == {("ext", "app", 22)}
+    assert dhcp_lease("web", "spare", tmp_path)  # the refusal above was the filter's doing
 
 
 def _with_broken_chain(compiled: CompiledRuleset) -> CompiledRuleset:

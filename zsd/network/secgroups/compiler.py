@@ -257,7 +257,12 @@ class Compiler:
     """Compiles host firewalls, reusing what did not change since the last call
     (groups by value, NICs by value, the NIC list by identity), so a one-rule change
     on a host with thousands of NICs and rules costs little. Mark indices of ports
-    stay stable from one call to the next. Not thread-safe."""
+    stay stable from one call to the next. Not thread-safe.
+
+    A big host's compiled state is many objects (10 000 rules, 1000 NICs: ~150 000
+    tracked containers); a full garbage collection over them takes 25-40 ms, and
+    those were the only one-rule changes above 30 ms in the benchmark. A daemon can
+    ``gc.freeze()`` after its first compile to keep the long-lived ones out of those collections."""
 
     def __init__(self, *, previous: CompiledRuleset | None = None) -> None:
         self._marks: dict[str, int] = dict(previous.marks) if previous else {}

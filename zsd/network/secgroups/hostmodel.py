@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 from zsd.network.secgroups.group import SecurityGroup
-from zsd.network.secgroups.nftobjects import Canonical, Ruleset
+from zsd.network.secgroups.nftobjects import Canonical, Ruleset, full_transaction
 from zsd.network.secgroups.rules import Action, Direction
 
 
@@ -123,6 +123,11 @@ class CompiledRuleset:
     marks: Mapping[str, int]
     """Port -> its index in packet marks; kept stable from one compile to the next."""
     counter_index: tuple[CounterIndex, ...]
+
+    def to_nft_json(self) -> dict[str, Any]:
+        """The whole ruleset as one libnftables JSON transaction (for
+        ``nftables.Nftables().json_cmd``): zsd's tables deleted and recreated."""
+        return {"nftables": full_transaction(self.ruleset)}
 
     @cached_property
     def counters(self) -> dict[str, CounterRef]:

@@ -76,16 +76,15 @@ class FakeNft:
     # -- commands --------------------------------------------------------------------
 
     def _list(self, what: Mapping[str, Any]) -> tuple[int, Any, str]:
-        spec = what["table"]
-        table = self.tables.get((spec["family"], spec["name"]))
+        """``list table`` (sets with elements, chains, rules) or ``list sets`` of a table."""
+        ((kind, spec),) = what.items()
+        name = spec["name"] if kind == "table" else spec["table"]
+        table = self.tables.get((spec["family"], name))
         if table is None:
             return 1, "", "Error: No such file or directory\n"
-        ref = {"family": spec["family"], "table": spec["name"]}
-        items: list[dict[str, Any]] = [
-            {"metainfo": {}},
-            {"table": {"family": spec["family"], "name": spec["name"]}},
-        ]
-        for name, s in table.sets.items():
+        ref = {"family": spec["family"], "table": name}
+        items: list[dict[str, Any]] = [{"metainfo": {}}, {"table": {"family": spec["family"], "name": name}}]
+        for set_name, s in table.sets.items():
             elem: list[Any] = []
             for e in s["elements"]:
                 value = json.loads(e)
@@ -93,12 +92,12 @@ class FakeNft:
                     packets, nbytes = s["counters"][e]
                     value = {"elem": {"val": value, "counter": {"packets": packets, "bytes": nbytes}}}
                 elem.append(value)
-            items.append(
-                {"map" if s["map"] else "set": {**ref, "name": name, "type": s["type"], "elem": elem}}
-            )
-        for name, chain in table.chains.items():
-            items.append({"chain": {**ref, "name": name}})
-            items.extend({"rule": {**ref, "chain": name, "expr": r}} for r in chain["rules"])
+            body = {**ref, "name": set_name, "type": s["type"], "elem": elem}
+            items.append({"map" if s["map"] else "set": body})
+        if kind == "table":
+            for chain_name, chain in table.chains.items():
+                items.append({"chain": {**ref, "name": chain_name}})
+                items.extend({"rule": {**ref, "chain": chain_name, "expr": r}} for r in chain["rules"])
         return 0, {"nftables": items}, ""
 
     def _do(self, state: dict[tuple[str, str], FakeTable], cmd: Mapping[str, Any]) -> None:

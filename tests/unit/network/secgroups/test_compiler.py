@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.unit.network.secgroups.fakenft import FakeNft
 from tests.unit.network.secgroups.hosts import synthetic, tcp_in, three_tier
 from zsd.errors import InvalidArgument
 from zsd.network.secgroups.compiler import FROM_TAG, TABLE, TO_TAG, Compiler, compile_ruleset
@@ -84,6 +85,21 @@ def test_two_tables_with_the_mark_recipe_hooks() -> None:
         {"goto": {"target": "nic_tap-web_in"}},
     )
     assert nft_set(bridge, "port_ipv6").elements == ({"concat": ["tap-web", "fd00::1"]},)
+
+
+def test_the_ruleset_is_one_libnftables_transaction() -> None:
+    doc = compile_ruleset(host(WEB, APP, DB)).to_nft_json()
+    commands = doc["nftables"]
+    table = {"family": "bridge", "name": TABLE}
+    assert commands[:3] == [
+        {"add": {"table": table}},
+        {"delete": {"table": table}},
+        {"add": {"table": table}},
+    ]
+    assert {next(iter(c)) for c in commands} == {"add", "delete"}
+    nft = FakeNft()
+    assert nft.json_cmd(doc) == (0, "", "")
+    assert set(nft.tables) == {("bridge", TABLE), ("inet", TABLE)}
 
 
 def test_a_nic_chain_tries_its_groups_in_order_then_its_default() -> None:
