@@ -76,6 +76,8 @@ class Config:
     # How often every pool is checked again (marker, mount) and its state updated (seconds).
     storage_check_interval: float = 30.0
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+    # Network namespaces named so are this host's DHCP/DNS services (one per port group).
+    dhcp_netns_prefix: str = "zsd-dhcp-"
     source: tuple[str, ...] = field(default=())
 
 
@@ -136,6 +138,13 @@ def _int_range(lo: int, hi: int) -> Callable[[object], int]:
         return i
 
     return parse
+
+
+def _netns_prefix(v: object) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,59}", s):
+        raise ValueError
+    return s
 
 
 def _bool(v: object) -> bool:
@@ -211,6 +220,9 @@ def _schema(hostname: str) -> dict[str, _Key]:
         "compute.cpu_overcommit": _Key(_float_range(0.1, 32.0), "a ratio between 0.1 and 32", 4.0),
         "compute.memory_overcommit": _Key(_float_range(0.1, 4.0), "a ratio between 0.1 and 4", 1.0),
         "compute.placement": _Key(_choice(STRATEGIES), "one of " + ", ".join(STRATEGIES), "spread"),
+        "network.dhcp_netns_prefix": _Key(
+            _netns_prefix, "1-60 of a-z, 0-9 and '-', starting with a letter", "zsd-dhcp-"
+        ),
     }
 
 
@@ -339,6 +351,7 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         gossip_port=v["cluster.gossip_port"],
         auto_init=v["cluster.auto_init"],
         storage_check_interval=v["storage.check_interval"],
+        dhcp_netns_prefix=v["network.dhcp_netns_prefix"],
         placement=PlacementSettings(
             cpu_overcommit=v["compute.cpu_overcommit"],
             memory_overcommit=v["compute.memory_overcommit"],

@@ -76,6 +76,8 @@ from zsd.config import ApiConfig, Config, TlsConfig
 from zsd.errors import ConfigError, InvalidArgument, PermissionDenied
 from zsd.host.inventory import Collector, Inventory
 from zsd.network.catalog import NetworkCatalog
+from zsd.network.dhcp import DhcpManager, default_state_dir
+from zsd.network.dhcpsync import DhcpReconciler
 from zsd.network.links import Links
 from zsd.network.reconciler import FabricReconciler
 from zsd.paths import Paths
@@ -454,6 +456,8 @@ async def _start_member(
         control=control, host=config.host_name, address=core.cluster.address, links=Links()
     )
     nursery.start_soon(fabric.run)
+    dhcp = DhcpManager.on_host(state_dir=default_state_dir(paths), netns_prefix=config.dhcp_netns_prefix)
+    nursery.start_soon(DhcpReconciler(control=control, host=config.host_name, manager=dhcp).run)
     port = api_config.tcp_listen.rsplit(":", 1)[1]
     network = NetworkCatalog(control)
     core = replace(core, member=runtime, tls=tls, peer_port=port, scheduler=scheduler, network=network)

@@ -94,6 +94,12 @@ def disk(spec: DiskSpec, *, direct_io: bool) -> domxml.Disk:
     )
 
 
+def tap_name(mac: str) -> str:
+    """The host interface of a VM's NIC: from its MAC, so the network layer finds a
+    NIC's tap on whichever host its VM runs (and the name survives migration)."""
+    return f"zt{mac.replace(':', '')[-10:]}"
+
+
 def interface(spec: NicSpec) -> domxml.Interface:
     # Aliases name devices for hot-unplug; the MAC is the NIC's identity.
     alias = "ua-nic-" + spec.mac.replace(":", "")
@@ -116,7 +122,7 @@ def interface(spec: NicSpec) -> domxml.Interface:
         mac=spec.mac,
         model=spec.model,
         bridge=spec.bridge,
-        tap=f"zt{spec.mac.replace(':', '')[-10:]}",
+        tap=tap_name(spec.mac),
         driver=driver,
         boot_order=spec.boot_order,
         mtu=spec.mtu,

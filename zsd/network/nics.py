@@ -88,13 +88,21 @@ def allocate_mac(asked: str, taken: set[str], *, token: Callable[[int], bytes] =
 
 
 def _reserved(subnet: Subnet) -> set[Address]:
+    """The subnet's network, broadcast and gateway addresses, and its last usable one:
+    the port group's DHCP/DNS service on every host (``zsd.network.dhcp``)."""
     network = subnet.network
-    out: set[Address] = {network.network_address}
+    out: set[Address] = {network.network_address, service_address(subnet)}
     if network.version == 4:
         out.add(network.broadcast_address)
     if subnet.gateway:
         out.add(ipaddress.ip_address(subnet.gateway))
     return out
+
+
+def service_address(subnet: Subnet) -> Address:
+    """Where the port group's DHCP/DNS service answers: the last usable address."""
+    network = subnet.network
+    return network.broadcast_address - 1 if network.version == 4 else network.broadcast_address
 
 
 def allocate_addresses(pg: PortGroup, asked: Sequence[str], taken: dict[str, str]) -> tuple[str, ...]:
@@ -116,7 +124,7 @@ def allocate_addresses(pg: PortGroup, asked: Sequence[str], taken: dict[str, str
             )
         if address in _reserved(pg.subnets[index]):
             raise InvalidArgument(
-                f"{address} is the subnet's network, broadcast or gateway address", field=field
+                f"{address} is the subnet's network, broadcast, gateway or DHCP service address", field=field
             )
         if str(address) in taken or str(address) in chosen:
             holder = taken.get(str(address), "this NIC")

@@ -385,6 +385,8 @@ class DevCluster:
             f"host.name={host.name}",
             f"host.address={host.address}",
             "hypervisor.kind=qemu",
+            # Its DHCP services' namespaces are the cluster's: `down` removes them.
+            f"network.dhcp_netns_prefix={self.prefix}-{host.name}-dhcp-",
             *self._zsd_set,  # later --set wins: the caller's overrides
         ]
         argv = ["ip", "netns", "exec", host.netns, str(self._zsd_bin), "run", "--root", str(host.root)]

@@ -58,7 +58,7 @@ def test_lowest_free_address_per_subnet_skipping_reserved_and_taken() -> None:
     taken = {"10.0.0.2": "nics/a", "2001:db8::100": "nics/a"}
     assert allocate_addresses(PG, [], taken) == ("10.0.0.3", "2001:db8::101")
     # Asked for in one subnet; the other still gets one.
-    assert allocate_addresses(PG, ["10.0.0.6"], taken) == ("10.0.0.6", "2001:db8::101")
+    assert allocate_addresses(PG, ["10.0.0.5"], taken) == ("10.0.0.5", "2001:db8::101")
 
 
 def test_a_full_subnet_is_reported() -> None:
@@ -76,7 +76,8 @@ def test_a_full_subnet_is_reported() -> None:
         (["10.0.0.1"], InvalidArgument, "gateway"),
         (["10.0.0.7"], InvalidArgument, "broadcast"),
         (["10.0.0.4"], AlreadyExists, "taken by nics/other"),
-        (["10.0.0.5", "10.0.0.6"], InvalidArgument, "two addresses in subnet"),
+        (["10.0.0.3", "10.0.0.5"], InvalidArgument, "two addresses in subnet"),
+        (["10.0.0.6"], InvalidArgument, "DHCP service"),
     ],
 )
 def test_addresses_asked_for_are_checked(asked: list[str], error: type[Exception], says: str) -> None:

@@ -39,9 +39,12 @@ def _payload(protocol: str, field: str) -> dict[str, Any]:
     return {"payload": {"protocol": protocol, "field": field}}
 
 
-def guard_commands(*, bridge: str, uplink: str) -> list[Command]:
+def guard_commands(*, bridge: str, uplink: str, service_port: str = "") -> list[Command]:
     """Replaces the bridge's guard table whole (add, delete, add: atomic, and correct
-    whether or not the table exists)."""
+    whether or not the table exists). ``service_port``: the bridge side of the DHCP/DNS
+    namespace's veth; nothing at all passes between it and the uplink, so every host's
+    service can use the same address and MAC (a VM keeps its DHCP server, and its ARP
+    entry for it, across a migration) and only the local one ever answers."""
     name = table_name(bridge)
     table = {"family": FAMILY, "name": name}
     forward = {
@@ -66,6 +69,14 @@ def guard_commands(*, bridge: str, uplink: str) -> list[Command]:
         {"add": {"chain": {"family": FAMILY, "table": name, "name": "uplink"}}},
         # Flooded frames pass the forward hook once per output port, so a client's
         # broadcast is dropped towards the uplink only: local ports still get it.
+        *(
+            [
+                rule("forward", *_ports(service_port, uplink), *drop),
+                rule("forward", *_ports(uplink, service_port), *drop),
+            ]
+            if service_port
+            else []
+        ),
         rule("forward", _match({"meta": {"key": "iifname"}}, uplink), {"jump": {"target": "uplink"}}),
         rule("forward", _match({"meta": {"key": "oifname"}}, uplink), {"jump": {"target": "uplink"}}),
         rule(
@@ -87,6 +98,11 @@ def guard_commands(*, bridge: str, uplink: str) -> list[Command]:
             *drop,
         ),
     ]
+
+
+def _ports(into: str, out: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Matches frames entering on port ``into`` and leaving on ``out``."""
+    return _match({"meta": {"key": "iifname"}}, into), _match({"meta": {"key": "oifname"}}, out)
 
 
 def delete_commands(table: str) -> list[Command]:

@@ -207,7 +207,9 @@ class DhcpManager:
 
     def _converge_guards(self, plans: list[ScopePlan]) -> None:
         desired = {
-            p.guard_table: guard.guard_commands(bridge=p.scope.bridge, uplink=p.scope.uplink)
+            p.guard_table: guard.guard_commands(
+                bridge=p.scope.bridge, uplink=p.scope.uplink, service_port=p.plumbing.host_veth
+            )
             for p in plans
             if p.guard_table
         }

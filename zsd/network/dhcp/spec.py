@@ -7,9 +7,10 @@ Addresses are strings, as in the cluster's records; ``validate_scopes`` parses t
 
 The service address (where dnsmasq listens, and the DHCP server identifier) is
 ``Ipv4Subnet.service_address``, by default the subnet's last usable address (IPv6:
-its last address). A port group that spans hosts needs a distinct one per host: every
-host's namespace is on the same L2 segment (its DHCP is kept local by the uplink guard,
-its DNS and ARP are not).
+its last address). Every host of a port group uses the same one, and the same MAC:
+the uplink guard lets nothing pass between the service's port and the uplink, so each
+VM only ever reaches its own host's service (and keeps reaching it, ARP entry and DHCP
+server identifier unchanged, after a migration).
 """
 
 from __future__ import annotations

@@ -52,3 +52,14 @@ def test_names_and_removal() -> None:
         {"add": {"table": {"family": "bridge", "name": "zsd-dhcp-x"}}},
         {"delete": {"table": {"family": "bridge", "name": "zsd-dhcp-x"}}},
     ]
+
+
+def test_the_service_port_and_the_uplink_never_meet() -> None:
+    forward = _rules(guard_commands(bridge="br0", uplink="up0", service_port="zd0123456789"), "forward")
+    isolation = [r for r in forward if r[-1] == {"drop": None}]
+    pairs = [(r[0]["match"]["right"], r[1]["match"]["right"]) for r in isolation]
+    assert pairs == [("zd0123456789", "up0"), ("up0", "zd0123456789")]
+    assert all(r[0]["match"]["left"] == {"meta": {"key": "iifname"}} for r in isolation)
+    # Without a service port, only the DHCP/RA rules of the uplink chain drop anything.
+    plain = _rules(guard_commands(bridge="br0", uplink="up0"), "forward")
+    assert not [r for r in plain if {"drop": None} in r]

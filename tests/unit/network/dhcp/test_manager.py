@@ -231,7 +231,7 @@ async def test_the_guard_follows_the_uplink(host: Host) -> None:
     assert host.firewall.tables() == {"zsd-dhcp-zb0123456789"}
     # Another uplink: the table is replaced, not added to.
     await manager.apply([replace(full_scope(), uplink="zx0123456789")])
-    assert len(host.firewall.rules("zsd-dhcp-zb0123456789")) == 5
+    assert len(host.firewall.rules("zsd-dhcp-zb0123456789")) == 7
     assert "zx0123456789" in str(host.firewall.rules("zsd-dhcp-zb0123456789"))
     # No uplink any more: no guard; other tables are not zsd-dhcp's to touch.
     host.firewall.commit([{"add": {"table": {"family": "bridge", "name": "zsd-secgroups"}}}])
