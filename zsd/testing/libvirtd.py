@@ -63,6 +63,8 @@ class Libvirtd:
 
 def _qemu_conf(stock: str, *, sanlock: bool, tls_dir: Path | None) -> str:
     text = stock + '\n# zsd private test libvirtd\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
+    # No per-domain /dev namespaces: domains use libvirtd's private /dev (``_script``).
+    text += "namespaces = []\n"
     if sanlock:
         text += 'lock_manager = "sanlock"\n'
     if tls_dir is not None:
@@ -111,10 +113,33 @@ def _prepare(root: Path, listen_address: str, sanlock_run_dir: Path | None, tls_
         shutil.copytree(CAPS_CACHE, caps)
 
 
+_OTHER_EMULATORS = ("/usr/bin/qemu-system-i386", "/usr/bin/qemu-system-x86_64-microvm")
+
+
 def _script(root: Path, mask_kvm: bool) -> str:
     mounts = [f"mount --bind {root / name} {target}" for name, target in _BINDS.items()]
     if mask_kvm:
-        mounts.append("mount --bind /dev/null /dev/kvm")
+        # No /dev/kvm at all: while it exists and is writable, libvirt re-probes QEMU
+        # on every domain start because its last probe found no KVM ("it should be
+        # usable now"), and a burst of starts queued behind the probes for minutes.
+        # A private copy of /dev without it (device nodes copied, pts and shm bound).
+        dev = root / "run" / "dev"
+        mounts += [
+            f"mkdir -p {dev}",
+            f"mount -t tmpfs -o mode=0755 zsd-test-dev {dev}",
+            f"cp -a /dev/. {dev}/",
+            f"rm -f {dev}/kvm",
+            f"mount --rbind /dev/pts {dev}/pts",
+            f"mount --rbind /dev/shm {dev}/shm",
+            f"mount --move {dev} /dev",
+        ]
+    # Only x86_64 guests run here. libvirt probes every qemu-system-* it finds for
+    # getCapabilities (zsd's inventory asks for them) and, without usable KVM, never
+    # caches the other ones: each probe held its capabilities lock for ~20 s, and a
+    # burst of VM starts waited behind it. Hidden, they are not probed at all.
+    for other in _OTHER_EMULATORS:
+        if Path(other).exists():
+            mounts.append(f"mount --bind /dev/null {other}")
     return " && ".join(
         [
             *mounts,
