@@ -78,6 +78,7 @@ from zsd.host.inventory import Collector, Inventory
 from zsd.network.catalog import NetworkCatalog
 from zsd.network.dhcp import DhcpManager, default_state_dir
 from zsd.network.dhcpsync import DhcpReconciler
+from zsd.network.firewall import FirewallReconciler
 from zsd.network.links import Links
 from zsd.network.reconciler import FabricReconciler
 from zsd.paths import Paths
@@ -143,6 +144,8 @@ class _Core:
     """A member's placement: CreateVm and HA restarts share its lock."""
     network: NetworkCatalog | None = None
     """A member's switches and port groups (writes on the leader)."""
+    firewall: FirewallReconciler | None = None
+    """A member's security groups as this host enforces them (hit counters)."""
 
 
 def _registrar(bridge: Bridge, core: _Core) -> Registrar:
@@ -247,7 +250,14 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
             server,
         )
         network_pb2_grpc.add_NetworkServiceServicer_to_server(
-            NetworkService(gateway=gateway, catalog=core.network, router=router), server
+            NetworkService(
+                gateway=gateway,
+                catalog=core.network,
+                router=router,
+                host=core.cluster.host_name,
+                hits=core.firewall.hits if core.firewall is not None else None,
+            ),
+            server,
         )
         scheduling_pb2_grpc.add_SchedulingServiceServicer_to_server(
             SchedulingService(
@@ -458,9 +468,13 @@ async def _start_member(
     nursery.start_soon(fabric.run)
     dhcp = DhcpManager.on_host(state_dir=default_state_dir(paths), netns_prefix=config.dhcp_netns_prefix)
     nursery.start_soon(DhcpReconciler(control=control, host=config.host_name, manager=dhcp).run)
+    firewall = FirewallReconciler(control=control, host=config.host_name)
+    nursery.start_soon(firewall.run)
     port = api_config.tcp_listen.rsplit(":", 1)[1]
     network = NetworkCatalog(control)
-    core = replace(core, member=runtime, tls=tls, peer_port=port, scheduler=scheduler, network=network)
+    core = replace(
+        core, member=runtime, tls=tls, peer_port=port, scheduler=scheduler, network=network, firewall=firewall
+    )
     return core, api_config
 
 

@@ -3,12 +3,18 @@ errors that name the request field."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection, Sequence
+
 from zsd.api.convert import timestamp
 from zsd.api.names import host_id
 from zsd.compute.records import VmRecord
 from zsd.errors import InvalidArgument
 from zsd.network.model import PortGroup, Subnet, Switch, link_name, validate_switch
 from zsd.network.nics import NicRecord
+from zsd.network.secgroups.rules import RuleSpec
+from zsd.network.secgroups.transfer import parse_rules
+from zsd.network.secrecords import GroupRecord
 from zsd.storage import validate
 from zsd.v1 import network_pb2
 
@@ -172,4 +178,92 @@ def nic_message(record: NicRecord, user: VmRecord | None) -> network_pb2.Virtual
         vm=f"vms/{user.name}" if user is not None else "",
         host=f"hosts/{user.host}" if user is not None else "",
         bridge=link_name("zb", record.port_group),
+        security_groups=[f"securityGroups/{g}" for g in record.security_groups],
+        ingress_default=record.ingress_default,
+        egress_default=record.egress_default,
+    )
+
+
+# -- security groups ---------------------------------------------------------------------
+
+SG_PREFIX = "securityGroups/"
+
+
+def security_group_id(name: str, *, field: str = "name") -> str:
+    """The {group} of "securityGroups/{group}"."""
+    if not name.startswith(SG_PREFIX) or "/" in name[len(SG_PREFIX) :] or len(name) == len(SG_PREFIX):
+        raise InvalidArgument(
+            f"{name!r} is not a security group name; expected 'securityGroups/{{group}}'",
+            field=field,
+            reason="INVALID_NAME",
+        )
+    return name[len(SG_PREFIX) :]
+
+
+def _rule_doc(msg: network_pb2.SecurityGroupRule, field: str) -> dict[str, object]:
+    """The export document's form of one rule (its reader checks every field)."""
+    doc: dict[str, object] = {"direction": msg.direction} if msg.direction else {}
+    for key in ("ethertype", "protocol", "action", "remote_cidr", "description"):
+        if getattr(msg, key):
+            doc[key] = getattr(msg, key)
+    if msg.remote_group:
+        doc["remote_group"] = security_group_id(msg.remote_group, field=f"{field}.remote_group")
+    if msg.port_min or msg.port_max:
+        doc["port_range"] = {"first": msg.port_min or msg.port_max, "last": msg.port_max or msg.port_min}
+    if msg.HasField("icmp_type") or msg.HasField("icmp_code"):
+        doc["icmp"] = {"type": msg.icmp_type if msg.HasField("icmp_type") else -1}
+        if msg.HasField("icmp_code"):
+            doc["icmp"]["code"] = msg.icmp_code  # type: ignore[index]
+    return doc
+
+
+def rule_specs(
+    rules: Sequence[network_pb2.SecurityGroupRule], *, known_groups: Collection[str], field: str = "rules"
+) -> tuple[RuleSpec, ...]:
+    """Request rules checked like an import: one error naming every bad one
+    (``{field}[i].port_range: ...``); a single rule (``field`` without an index) is
+    named ``{field}.port_range``."""
+    single = field != "rules"
+    docs = [_rule_doc(r, f"{field}[{i}]" if not single else field) for i, r in enumerate(rules)]
+    try:
+        return parse_rules(json.dumps({"rules": docs}), known_groups=known_groups).rules
+    except InvalidArgument as e:
+        if not single:
+            raise
+        raise InvalidArgument(
+            e.message.replace("rules[0]", field),
+            field=(e.field or field).replace("rules[0]", field),
+            reason=e.reason,
+        ) from None
+
+
+def rule_message(priority: int, spec: RuleSpec) -> network_pb2.SecurityGroupRule:
+    msg = network_pb2.SecurityGroupRule(
+        priority=priority,
+        direction=spec.direction.value,
+        ethertype=spec.ethertype.value,
+        protocol=spec.protocol.value,
+        remote_cidr=spec.remote_cidr or "",
+        remote_group=f"{SG_PREFIX}{spec.remote_group}" if spec.remote_group else "",
+        action=spec.action.value,
+        description=spec.description,
+    )
+    if spec.port_range is not None:
+        msg.port_min, msg.port_max = spec.port_range.first, spec.port_range.last
+    if spec.icmp is not None:
+        msg.icmp_type = spec.icmp.type
+        if spec.icmp.code is not None:
+            msg.icmp_code = spec.icmp.code
+    return msg
+
+
+def security_group_message(record: GroupRecord, nics: Sequence[NicRecord]) -> network_pb2.SecurityGroup:
+    group = record.group
+    return network_pb2.SecurityGroup(
+        name=f"{SG_PREFIX}{group.name}",
+        description=group.description,
+        allow_members=group.allow_members,
+        rules=[rule_message(r.priority, r.spec) for r in group.rules],
+        create_time=timestamp(record.create_time),
+        nics=sorted(f"nics/{n.name}" for n in nics if group.name in n.security_groups),
     )

@@ -11,6 +11,8 @@ import argparse
 import uuid
 from collections.abc import Sequence
 
+from google.protobuf import field_mask_pb2
+
 from zsd.v1 import network_pb2
 
 from ._zsctl_commands import Api, Console, collect_pages
@@ -236,6 +238,23 @@ def cmd_nic_delete(args: argparse.Namespace, api: Api, console: Console) -> int:
     return 0
 
 
+def cmd_nic_update(args: argparse.Namespace, api: Api, console: Console) -> int:
+    nic = network_pb2.VirtualNic(name=nic_name(args.name))
+    paths = []
+    for key in ("ingress_default", "egress_default", "description"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(nic, key, value)
+            paths.append(key)
+    if not paths:
+        raise argparse.ArgumentTypeError("give --ingress-default, --egress-default or --description")
+    request = network_pb2.UpdateNicRequest(
+        nic=nic, update_mask=field_mask_pb2.FieldMask(paths=paths), request_id=str(uuid.uuid4())
+    )
+    console.one(api.network.UpdateNic(request, timeout=api.timeout))
+    return 0
+
+
 def add_network_nouns(noun: NounFactory) -> None:
     switches = noun("switch", "distributed switches (VLAN or VXLAN) spanning the hosts")
     switches.verb("list", "list the switches", cmd_switch_list)
@@ -301,6 +320,11 @@ def add_network_nouns(noun: NounFactory) -> None:
     )
     create.add_argument("--description")
     create.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    update = nics.verb("update", "change a NIC's default policies or description", cmd_nic_update)
+    update.add_argument("name", metavar="NIC")
+    update.add_argument("--ingress-default", choices=("allow", "deny"), help="when no rule matches (deny)")
+    update.add_argument("--egress-default", choices=("allow", "deny"), help="when no rule matches (allow)")
+    update.add_argument("--description")
     delete = nics.verb("delete", "delete a NIC no VM uses", cmd_nic_delete)
     delete.add_argument("name", metavar="NIC")
     delete.add_argument("--request-id", help="idempotency key (default: a new UUID)")

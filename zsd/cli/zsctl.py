@@ -65,6 +65,7 @@ from ._zsctl_errors import decode_rpc_error
 from ._zsctl_network_commands import add_network_nouns
 from ._zsctl_output import FORMATS, Clock
 from ._zsctl_policy_commands import add_policy_noun
+from ._zsctl_secgroup_commands import add_secgroup_noun
 from ._zsctl_storage_commands import add_storage_nouns
 from ._zsctl_vm_commands import add_vm_noun
 
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vm_noun(noun, _operation_options)
     add_policy_noun(noun)
     add_network_nouns(noun)
+    add_secgroup_noun(noun)
 
     completion = nouns.add_parser(
         "completion", help="print a shell completion script", description="print a shell completion script"

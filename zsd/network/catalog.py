@@ -14,13 +14,16 @@ import trio
 
 from zsd.cluster.control import ClusterControl
 from zsd.cluster.hostctl import fingerprint
-from zsd.cluster.store import Create, Delete
+from zsd.cluster.store import Create, Delete, Update
 from zsd.compute.records import KIND_VM, VmRecord
-from zsd.errors import AlreadyExists, FailedPrecondition, NotFound
-from zsd.network import nics, records
+from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from zsd.network import nics, records, secrecords
 from zsd.network.model import PortGroup, Switch, validate_port_group, validate_switch
 from zsd.network.nics import KIND_NIC, NicRecord, allocate_addresses, allocate_mac
 from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
+from zsd.network.secgroups.group import SecurityGroup, new_group
+from zsd.network.secgroups.rules import RuleSpec
+from zsd.network.secrecords import KIND_SECGROUP, GroupRecord
 from zsd.storage import validate as names
 
 Users = Callable[[PortGroup], list[str]]
@@ -262,3 +265,150 @@ class NetworkCatalog:
             )
             await self._control.wait_revision(result.revision, 5.0)
             return result.revision
+
+    # -- security groups ----------------------------------------------------------------
+
+    def security_groups(self) -> list[GroupRecord]:
+        return secrecords.decode_all(self._control.replica.cache.list(KIND_SECGROUP))
+
+    def security_group(self, name: str) -> GroupRecord:
+        stored = self._control.replica.cache.get(KIND_SECGROUP, name)
+        if stored is None:
+            raise NotFound(
+                f"security group 'securityGroups/{name}' does not exist",
+                field="name",
+                reason="SECURITY_GROUP_NOT_FOUND",
+            )
+        return GroupRecord.decode(stored.data)
+
+    def _group_names(self) -> set[str]:
+        return {r.name for r in self._control.replica.cache.list(KIND_SECGROUP)}
+
+    async def _commit_group(self, record: GroupRecord, *, create: bool, request_id: str, fp: bytes) -> int:
+        store = self._control.store()
+        data = record.encode()
+        mutation: Create | Update = (
+            Create(kind=KIND_SECGROUP, name=record.group.name, data=data)
+            if create
+            else Update(kind=KIND_SECGROUP, name=record.group.name, data=data)
+        )
+        result = await store.commit([mutation], request_id=request_id, fingerprint=fp)
+        await self._control.wait_revision(result.revision, 5.0)
+        return result.revision
+
+    async def create_security_group(
+        self, name: str, specs: Sequence[RuleSpec], *, allow_members: bool, description: str, request_id: str
+    ) -> GroupRecord:
+        fp = fingerprint("CreateSecurityGroup", name, repr((specs, allow_members, description)).encode())
+        async with self._lock:
+            if await self._control.store().replay(request_id, fingerprint=fp) is not None:
+                return self.security_group(name)
+            if name in self._group_names():
+                raise AlreadyExists(
+                    f"security group 'securityGroups/{name}' already exists", field="security_group_id"
+                )
+            group = new_group(
+                name,
+                specs,
+                known_groups=self._group_names(),
+                allow_members=allow_members,
+                description=description,
+            )
+            record = GroupRecord(group=group, create_time=self._clock())
+            await self._commit_group(record, create=True, request_id=request_id, fp=fp)
+            return record
+
+    async def change_security_group(
+        self,
+        name: str,
+        change: Callable[[SecurityGroup, set[str]], SecurityGroup],
+        *,
+        what: str,
+        request_id: str,
+    ) -> GroupRecord:
+        """``change(group, known group names)`` -> the new group (the group's own
+        checks raise on a bad change), committed; a retry returns the group as it is."""
+        fp = fingerprint(what, name, request_id.encode())
+        async with self._lock:
+            if await self._control.store().replay(request_id, fingerprint=fp) is not None:
+                return self.security_group(name)
+            current = self.security_group(name)
+            record = replace(current, group=change(current.group, self._group_names()))
+            await self._commit_group(record, create=False, request_id=request_id, fp=fp)
+            return record
+
+    async def delete_security_group(self, name: str, *, request_id: str) -> int:
+        store = self._control.store()
+        fp = fingerprint("DeleteSecurityGroup", name)
+        async with self._lock:
+            replay = await store.replay(request_id, fingerprint=fp)
+            if replay is not None:
+                return replay.revision
+            self.security_group(name)
+            users = [f"nics/{n.name}" for n in self.nics() if name in n.security_groups]
+            users += [
+                f"securityGroups/{g.group.name}"
+                for g in self.security_groups()
+                if g.group.name != name and name in g.group.remote_groups()
+            ]
+            if users:
+                raise FailedPrecondition(
+                    f"security group 'securityGroups/{name}' is in use by {', '.join(sorted(users))}",
+                    field="name",
+                    reason="SECURITY_GROUP_IN_USE",
+                )
+            result = await store.commit(
+                [Delete(kind=KIND_SECGROUP, name=name)], request_id=request_id, fingerprint=fp
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return result.revision
+
+    async def update_nic(
+        self,
+        name: str,
+        *,
+        security_groups: Sequence[str] | None = None,
+        ingress_default: str | None = None,
+        egress_default: str | None = None,
+        description: str | None = None,
+        request_id: str,
+    ) -> NicRecord:
+        store = self._control.store()
+        fp = fingerprint(
+            "UpdateNic", name, repr((security_groups, ingress_default, egress_default, description)).encode()
+        )
+        async with self._lock:
+            if await store.replay(request_id, fingerprint=fp) is not None:
+                return self.nic(name)
+            record = self.nic(name)
+            if security_groups is not None:
+                known = self._group_names()
+                for i, group in enumerate(security_groups):
+                    if group not in known:
+                        raise NotFound(
+                            f"security group 'securityGroups/{group}' does not exist",
+                            field=f"nic.security_groups[{i}]",
+                            reason="SECURITY_GROUP_NOT_FOUND",
+                        )
+                    if group in security_groups[:i]:
+                        raise InvalidArgument(
+                            f"securityGroups/{group} is listed twice", field=f"nic.security_groups[{i}]"
+                        )
+                record = replace(record, security_groups=tuple(security_groups))
+            for field_, value in (("ingress_default", ingress_default), ("egress_default", egress_default)):
+                if value is not None and value not in ("allow", "deny"):
+                    raise InvalidArgument(f"{value!r} is not allow or deny", field=f"nic.{field_}")
+            record = replace(
+                record,
+                ingress_default=ingress_default or record.ingress_default,
+                egress_default=egress_default or record.egress_default,
+            )
+            if description is not None:
+                record = replace(record, description=description)
+            result = await store.commit(
+                [Update(kind=KIND_NIC, name=name, data=record.encode())],
+                request_id=request_id,
+                fingerprint=fp,
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return record

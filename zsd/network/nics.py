@@ -38,6 +38,9 @@ class NicRecord:
     addresses: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     """In priority order (the first associated first)."""
+    ingress_default: str = "deny"
+    """What reaches the NIC when no rule of its groups matches: "deny" or "allow"."""
+    egress_default: str = "allow"
     description: str = ""
     create_time: float = 0.0
 
@@ -54,6 +57,8 @@ class NicRecord:
                 mac=str(doc["mac"]),
                 addresses=tuple(str(a) for a in doc.get("addresses", ())),
                 security_groups=tuple(str(g) for g in doc.get("security_groups", ())),
+                ingress_default=str(doc.get("ingress_default", "deny")),
+                egress_default=str(doc.get("egress_default", "allow")),
                 description=str(doc.get("description", "")),
                 create_time=float(doc.get("create_time", 0.0)),
             )

@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -479,6 +479,10 @@ class DevCluster:
         # Whatever still runs inside our namespaces is ours too: processes a killed `up`
         # never recorded, or a shell someone opened with `ip netns exec`.
         stray = [ref for ns in namespaces for pid in netfabric.pids_in(ns) if (ref := _ref_of(pid))]
+        # And what the hosts started in namespaces of their own (DHCP's dnsmasq): zsd
+        # runs in a mount namespace of `ip netns exec`, so those namespaces are not
+        # visible from here; their processes name the host's root on their command line.
+        stray += [ref for pid in host_processes(h.root for h in hosts) if (ref := _ref_of(pid))]
         terminate(stray, grace=SANLOCK_STOP_GRACE, reap=self._reap)
         for ns in namespaces:
             try:
@@ -509,9 +513,15 @@ class DevCluster:
         prefix (a host beyond the recorded N, from an earlier run)."""
         pattern = re.compile(rf"^{re.escape(self.prefix)}-h\d+$")
         hosts = {h.netns for h in self.hosts} | {ns for ns in netfabric.names() if pattern.match(ns)}
-        return sorted(ns for ns in hosts if netfabric.exists(ns)) + [
-            ns for ns in (self.fabric_netns,) if netfabric.exists(ns)
-        ]
+        # Namespaces the hosts made (their DHCP services) or tests added under the prefix.
+        made = (
+            {ns for ns in netfabric.names() if ns.startswith(f"{self.prefix}-")} - hosts - {self.fabric_netns}
+        )
+        return (
+            sorted(made)
+            + sorted(ns for ns in hosts if netfabric.exists(ns))
+            + [ns for ns in (self.fabric_netns,) if netfabric.exists(ns)]
+        )
 
     def _reap(self) -> None:
         for pid, proc in list(self._children.items()):
@@ -652,6 +662,18 @@ class DevCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.down()
+
+
+def host_processes(roots: Iterable[Path]) -> list[int]:
+    """Pids of processes (dnsmasq, ...) whose command line names one of the hosts'
+    root directories (zsd itself and sanlock are stopped by their own refs)."""
+    needles = [str(r) + "/" for r in roots]
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "name"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if proc.info["name"] == "dnsmasq" and any(n in cmdline for n in needles):
+            found.append(int(proc.info["pid"]))
+    return found
 
 
 def _ref_of(pid: int) -> ProcRef | None:

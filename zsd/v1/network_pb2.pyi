@@ -12,6 +12,7 @@ change: a port group is one bridge per host, named alike on every host.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -26,6 +27,485 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class SecurityGroupRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    ETHERTYPE_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_MIN_FIELD_NUMBER: _builtins.int
+    PORT_MAX_FIELD_NUMBER: _builtins.int
+    ICMP_TYPE_FIELD_NUMBER: _builtins.int
+    ICMP_CODE_FIELD_NUMBER: _builtins.int
+    REMOTE_CIDR_FIELD_NUMBER: _builtins.int
+    REMOTE_GROUP_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    priority: _builtins.int
+    """Output only: its place in the group, consecutive from 0 (evaluated first)."""
+    direction: _builtins.str
+    """"ingress" (towards the NIC) or "egress" (from it)."""
+    ethertype: _builtins.str
+    """"ipv4" (default) or "ipv6"."""
+    protocol: _builtins.str
+    """"any" (default), "icmp" (ipv4), "icmpv6" (ipv6), "tcp" or "udp"."""
+    port_min: _builtins.int
+    """tcp/udp only: destination ports port_min..port_max (1..65535); 0: any port."""
+    port_max: _builtins.int
+    icmp_type: _builtins.int
+    """icmp/icmpv6 only: type (0..255) and code; unset: any."""
+    icmp_code: _builtins.int
+    remote_cidr: _builtins.str
+    """The other end (the source for ingress, the destination for egress): a CIDR, or
+    a group ("securityGroups/{group}", following its members); neither: anywhere.
+    """
+    remote_group: _builtins.str
+    action: _builtins.str
+    """"allow" (default) or "deny"."""
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        priority: _builtins.int = ...,
+        direction: _builtins.str = ...,
+        ethertype: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        port_min: _builtins.int = ...,
+        port_max: _builtins.int = ...,
+        icmp_type: _builtins.int | None = ...,
+        icmp_code: _builtins.int | None = ...,
+        remote_cidr: _builtins.str = ...,
+        remote_group: _builtins.str = ...,
+        action: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_icmp_code", b"_icmp_code", "_icmp_type", b"_icmp_type", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_icmp_code", b"_icmp_code", "_icmp_type", b"_icmp_type", "action", b"action", "description", b"description", "direction", b"direction", "ethertype", b"ethertype", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "port_max", b"port_max", "port_min", b"port_min", "priority", b"priority", "protocol", b"protocol", "remote_cidr", b"remote_cidr", "remote_group", b"remote_group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__icmp_code: _TypeAlias = _typing.Literal["icmp_code"]  # noqa: Y015
+    _WhichOneofArgType__icmp_code: _TypeAlias = _typing.Literal["_icmp_code", b"_icmp_code"]  # noqa: Y015
+    _WhichOneofReturnType__icmp_type: _TypeAlias = _typing.Literal["icmp_type"]  # noqa: Y015
+    _WhichOneofArgType__icmp_type: _TypeAlias = _typing.Literal["_icmp_type", b"_icmp_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__icmp_code) -> _WhichOneofReturnType__icmp_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__icmp_type) -> _WhichOneofReturnType__icmp_type | None: ...
+
+Global___SecurityGroupRule: _TypeAlias = SecurityGroupRule  # noqa: Y015
+
+@_typing.final
+class SecurityGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ALLOW_MEMBERS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    NICS_FIELD_NUMBER: _builtins.int
+    ALLOW_MEMBERS_DISABLED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """securityGroups/{group}"""
+    description: _builtins.str
+    allow_members: _builtins.bool
+    """The built-in rule "allow traffic between members of this group", evaluated after
+    the numbered rules. Default on (CreateSecurityGroup: set allow_members_disabled).
+    """
+    allow_members_disabled: _builtins.bool
+    """Create only: start with the built-in rule disabled."""
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecurityGroupRule]: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only."""
+
+    @_builtins.property
+    def nics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only: the NICs in the group ("nics/{nic}")."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        allow_members: _builtins.bool = ...,
+        rules: _abc.Iterable[Global___SecurityGroupRule] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        nics: _abc.Iterable[_builtins.str] | None = ...,
+        allow_members_disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_members", b"allow_members", "allow_members_disabled", b"allow_members_disabled", "create_time", b"create_time", "description", b"description", "name", b"name", "nics", b"nics", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecurityGroup: _TypeAlias = SecurityGroup  # noqa: Y015
+
+@_typing.final
+class ListSecurityGroupsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecurityGroupsRequest: _TypeAlias = ListSecurityGroupsRequest  # noqa: Y015
+
+@_typing.final
+class ListSecurityGroupsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECURITY_GROUPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def security_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecurityGroup]: ...
+    def __init__(
+        self,
+        *,
+        security_groups: _abc.Iterable[Global___SecurityGroup] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "security_groups", b"security_groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecurityGroupsResponse: _TypeAlias = ListSecurityGroupsResponse  # noqa: Y015
+
+@_typing.final
+class GetSecurityGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSecurityGroupRequest: _TypeAlias = GetSecurityGroupRequest  # noqa: Y015
+
+@_typing.final
+class CreateSecurityGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECURITY_GROUP_ID_FIELD_NUMBER: _builtins.int
+    SECURITY_GROUP_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    security_group_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def security_group(self) -> Global___SecurityGroup: ...
+    def __init__(
+        self,
+        *,
+        security_group_id: _builtins.str = ...,
+        security_group: Global___SecurityGroup | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["security_group", b"security_group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "security_group", b"security_group", "security_group_id", b"security_group_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSecurityGroupRequest: _TypeAlias = CreateSecurityGroupRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSecurityGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECURITY_GROUP_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def security_group(self) -> Global___SecurityGroup: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask: ...
+    def __init__(
+        self,
+        *,
+        security_group: Global___SecurityGroup | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["security_group", b"security_group", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "security_group", b"security_group", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSecurityGroupRequest: _TypeAlias = UpdateSecurityGroupRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSecurityGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSecurityGroupRequest: _TypeAlias = DeleteSecurityGroupRequest  # noqa: Y015
+
+@_typing.final
+class AddSecurityGroupRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """securityGroups/{group}"""
+    priority: _builtins.int
+    """Unset: last."""
+    request_id: _builtins.str
+    @_builtins.property
+    def rule(self) -> Global___SecurityGroupRule: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        rule: Global___SecurityGroupRule | None = ...,
+        priority: _builtins.int | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "priority", b"priority", "rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "name", b"name", "priority", b"priority", "request_id", b"request_id", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
+
+Global___AddSecurityGroupRuleRequest: _TypeAlias = AddSecurityGroupRuleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSecurityGroupRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    priority: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "priority", b"priority", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSecurityGroupRuleRequest: _TypeAlias = DeleteSecurityGroupRuleRequest  # noqa: Y015
+
+@_typing.final
+class ExportSecurityGroupRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportSecurityGroupRulesRequest: _TypeAlias = ExportSecurityGroupRulesRequest  # noqa: Y015
+
+@_typing.final
+class SecurityGroupRulesDocument(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSON_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """JSON: {"format": ..., "group": ..., "allow_members": bool, "rules": [...]}."""
+    def __init__(
+        self,
+        *,
+        json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecurityGroupRulesDocument: _TypeAlias = SecurityGroupRulesDocument  # noqa: Y015
+
+@_typing.final
+class ImportSecurityGroupRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    JSON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    json: _builtins.str
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        json: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json", b"json", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSecurityGroupRulesRequest: _TypeAlias = ImportSecurityGroupRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSecurityGroupHitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """securityGroups/{group}"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecurityGroupHitsRequest: _TypeAlias = ListSecurityGroupHitsRequest  # noqa: Y015
+
+@_typing.final
+class SecurityGroupHit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    priority: _builtins.int
+    """-1: the built-in members rule."""
+    direction: _builtins.str
+    packets: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        priority: _builtins.int = ...,
+        direction: _builtins.str = ...,
+        packets: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "direction", b"direction", "packets", b"packets", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecurityGroupHit: _TypeAlias = SecurityGroupHit  # noqa: Y015
+
+@_typing.final
+class ListSecurityGroupHitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """The host whose kernel counted (the serving host)."""
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecurityGroupHit]: ...
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        hits: _abc.Iterable[Global___SecurityGroupHit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSecurityGroupHitsResponse: _TypeAlias = ListSecurityGroupHitsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateNicRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NIC_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def nic(self) -> Global___VirtualNic: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask: ...
+    def __init__(
+        self,
+        *,
+        nic: Global___VirtualNic | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["nic", b"nic", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nic", b"nic", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateNicRequest: _TypeAlias = UpdateNicRequest  # noqa: Y015
 
 @_typing.final
 class VirtualNic(_message.Message):
@@ -44,6 +524,9 @@ class VirtualNic(_message.Message):
     VM_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     BRIDGE_FIELD_NUMBER: _builtins.int
+    SECURITY_GROUPS_FIELD_NUMBER: _builtins.int
+    INGRESS_DEFAULT_FIELD_NUMBER: _builtins.int
+    EGRESS_DEFAULT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """nics/{nic}"""
     port_group: _builtins.str
@@ -56,6 +539,10 @@ class VirtualNic(_message.Message):
     host: _builtins.str
     bridge: _builtins.str
     """Output only: the Linux bridge its tap joins on the VM's host."""
+    ingress_default: _builtins.str
+    """"deny" (default: nothing reaches the VM unless a rule allows it) or "allow"."""
+    egress_default: _builtins.str
+    """"allow" (default) or "deny"."""
     @_builtins.property
     def ip_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty on create: the lowest free address of each of the port group's subnets
@@ -66,6 +553,12 @@ class VirtualNic(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def security_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Security groups ("securityGroups/{group}") in evaluation order: group by group,
+        rule by rule, first match wins; then the NIC's default for the direction.
+        """
 
     def __init__(
         self,
@@ -79,10 +572,13 @@ class VirtualNic(_message.Message):
         vm: _builtins.str = ...,
         host: _builtins.str = ...,
         bridge: _builtins.str = ...,
+        security_groups: _abc.Iterable[_builtins.str] | None = ...,
+        ingress_default: _builtins.str = ...,
+        egress_default: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "create_time", b"create_time", "description", b"description", "host", b"host", "ip_addresses", b"ip_addresses", "mac", b"mac", "name", b"name", "port_group", b"port_group", "vm", b"vm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bridge", b"bridge", "create_time", b"create_time", "description", b"description", "egress_default", b"egress_default", "host", b"host", "ingress_default", b"ingress_default", "ip_addresses", b"ip_addresses", "mac", b"mac", "name", b"name", "port_group", b"port_group", "security_groups", b"security_groups", "vm", b"vm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -95,6 +95,61 @@ class NetworkServiceStub:
                 request_serializer=zsd_dot_v1_dot_network__pb2.DeleteNicRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.UpdateNic = channel.unary_unary(
+                '/zsd.v1.NetworkService/UpdateNic',
+                request_serializer=zsd_dot_v1_dot_network__pb2.UpdateNicRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.VirtualNic.FromString,
+                _registered_method=True)
+        self.ListSecurityGroups = channel.unary_unary(
+                '/zsd.v1.NetworkService/ListSecurityGroups',
+                request_serializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupsRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupsResponse.FromString,
+                _registered_method=True)
+        self.GetSecurityGroup = channel.unary_unary(
+                '/zsd.v1.NetworkService/GetSecurityGroup',
+                request_serializer=zsd_dot_v1_dot_network__pb2.GetSecurityGroupRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.CreateSecurityGroup = channel.unary_unary(
+                '/zsd.v1.NetworkService/CreateSecurityGroup',
+                request_serializer=zsd_dot_v1_dot_network__pb2.CreateSecurityGroupRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.UpdateSecurityGroup = channel.unary_unary(
+                '/zsd.v1.NetworkService/UpdateSecurityGroup',
+                request_serializer=zsd_dot_v1_dot_network__pb2.UpdateSecurityGroupRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.DeleteSecurityGroup = channel.unary_unary(
+                '/zsd.v1.NetworkService/DeleteSecurityGroup',
+                request_serializer=zsd_dot_v1_dot_network__pb2.DeleteSecurityGroupRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AddSecurityGroupRule = channel.unary_unary(
+                '/zsd.v1.NetworkService/AddSecurityGroupRule',
+                request_serializer=zsd_dot_v1_dot_network__pb2.AddSecurityGroupRuleRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.DeleteSecurityGroupRule = channel.unary_unary(
+                '/zsd.v1.NetworkService/DeleteSecurityGroupRule',
+                request_serializer=zsd_dot_v1_dot_network__pb2.DeleteSecurityGroupRuleRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.ExportSecurityGroupRules = channel.unary_unary(
+                '/zsd.v1.NetworkService/ExportSecurityGroupRules',
+                request_serializer=zsd_dot_v1_dot_network__pb2.ExportSecurityGroupRulesRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroupRulesDocument.FromString,
+                _registered_method=True)
+        self.ImportSecurityGroupRules = channel.unary_unary(
+                '/zsd.v1.NetworkService/ImportSecurityGroupRules',
+                request_serializer=zsd_dot_v1_dot_network__pb2.ImportSecurityGroupRulesRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+                _registered_method=True)
+        self.ListSecurityGroupHits = channel.unary_unary(
+                '/zsd.v1.NetworkService/ListSecurityGroupHits',
+                request_serializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupHitsRequest.SerializeToString,
+                response_deserializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupHitsResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkServiceServicer:
@@ -177,6 +232,84 @@ class NetworkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNic(self, request, context):
+        """Mutable: security_groups (in evaluation order: attach, detach, reorder),
+        ingress_default, egress_default, description.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecurityGroups(self, request, context):
+        """Security groups (securityGroups/{group}): enforced by every host for the NICs of
+        the VMs it runs, in one nftables ruleset applied atomically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSecurityGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSecurityGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSecurityGroup(self, request, context):
+        """Mutable: description, allow_members (the built-in rule: disabled, never deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecurityGroup(self, request, context):
+        """FAILED_PRECONDITION SECURITY_GROUP_IN_USE while NICs have it or other groups'
+        rules name it (they are listed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddSecurityGroupRule(self, request, context):
+        """Last, or at ``priority`` (that rule and every later one shift down by one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecurityGroupRule(self, request, context):
+        """The later rules move up by one (priorities stay consecutive from 0).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSecurityGroupRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSecurityGroupRules(self, request, context):
+        """Replaces the group's rules with the document's: all or nothing; INVALID_ARGUMENT
+        lists every bad rule (rules[i].field: why).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecurityGroupHits(self, request, context):
+        """Per-rule hit counters as the serving host's kernel counted them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +372,61 @@ def add_NetworkServiceServicer_to_server(servicer, server):
                     servicer.DeleteNic,
                     request_deserializer=zsd_dot_v1_dot_network__pb2.DeleteNicRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'UpdateNic': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNic,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.UpdateNicRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.VirtualNic.SerializeToString,
+            ),
+            'ListSecurityGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecurityGroups,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupsRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupsResponse.SerializeToString,
+            ),
+            'GetSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSecurityGroup,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.GetSecurityGroupRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.SerializeToString,
+            ),
+            'CreateSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecurityGroup,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.CreateSecurityGroupRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.SerializeToString,
+            ),
+            'UpdateSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSecurityGroup,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.UpdateSecurityGroupRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.SerializeToString,
+            ),
+            'DeleteSecurityGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecurityGroup,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.DeleteSecurityGroupRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'AddSecurityGroupRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSecurityGroupRule,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.AddSecurityGroupRuleRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.SerializeToString,
+            ),
+            'DeleteSecurityGroupRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecurityGroupRule,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.DeleteSecurityGroupRuleRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.SerializeToString,
+            ),
+            'ExportSecurityGroupRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSecurityGroupRules,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.ExportSecurityGroupRulesRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroupRulesDocument.SerializeToString,
+            ),
+            'ImportSecurityGroupRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSecurityGroupRules,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.ImportSecurityGroupRulesRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.SecurityGroup.SerializeToString,
+            ),
+            'ListSecurityGroupHits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecurityGroupHits,
+                    request_deserializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupHitsRequest.FromString,
+                    response_serializer=zsd_dot_v1_dot_network__pb2.ListSecurityGroupHitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -565,6 +753,303 @@ class NetworkService:
             '/zsd.v1.NetworkService/DeleteNic',
             zsd_dot_v1_dot_network__pb2.DeleteNicRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/UpdateNic',
+            zsd_dot_v1_dot_network__pb2.UpdateNicRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.VirtualNic.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecurityGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/ListSecurityGroups',
+            zsd_dot_v1_dot_network__pb2.ListSecurityGroupsRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.ListSecurityGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/GetSecurityGroup',
+            zsd_dot_v1_dot_network__pb2.GetSecurityGroupRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/CreateSecurityGroup',
+            zsd_dot_v1_dot_network__pb2.CreateSecurityGroupRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/UpdateSecurityGroup',
+            zsd_dot_v1_dot_network__pb2.UpdateSecurityGroupRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecurityGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/DeleteSecurityGroup',
+            zsd_dot_v1_dot_network__pb2.DeleteSecurityGroupRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSecurityGroupRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/AddSecurityGroupRule',
+            zsd_dot_v1_dot_network__pb2.AddSecurityGroupRuleRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecurityGroupRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/DeleteSecurityGroupRule',
+            zsd_dot_v1_dot_network__pb2.DeleteSecurityGroupRuleRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSecurityGroupRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/ExportSecurityGroupRules',
+            zsd_dot_v1_dot_network__pb2.ExportSecurityGroupRulesRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroupRulesDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSecurityGroupRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/ImportSecurityGroupRules',
+            zsd_dot_v1_dot_network__pb2.ImportSecurityGroupRulesRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.SecurityGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecurityGroupHits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zsd.v1.NetworkService/ListSecurityGroupHits',
+            zsd_dot_v1_dot_network__pb2.ListSecurityGroupHitsRequest.SerializeToString,
+            zsd_dot_v1_dot_network__pb2.ListSecurityGroupHitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

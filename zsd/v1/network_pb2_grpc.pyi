@@ -57,6 +57,33 @@ class NetworkServiceStub:
     """
     DeleteNic: _grpc.UnaryUnaryMultiCallable[_network_pb2.DeleteNicRequest, _empty_pb2.Empty]
     """FAILED_PRECONDITION NIC_IN_USE while a VM has it."""
+    UpdateNic: _grpc.UnaryUnaryMultiCallable[_network_pb2.UpdateNicRequest, _network_pb2.VirtualNic]
+    """Mutable: security_groups (in evaluation order: attach, detach, reorder),
+    ingress_default, egress_default, description.
+    """
+    ListSecurityGroups: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListSecurityGroupsRequest, _network_pb2.ListSecurityGroupsResponse]
+    """Security groups (securityGroups/{group}): enforced by every host for the NICs of
+    the VMs it runs, in one nftables ruleset applied atomically.
+    """
+    GetSecurityGroup: _grpc.UnaryUnaryMultiCallable[_network_pb2.GetSecurityGroupRequest, _network_pb2.SecurityGroup]
+    CreateSecurityGroup: _grpc.UnaryUnaryMultiCallable[_network_pb2.CreateSecurityGroupRequest, _network_pb2.SecurityGroup]
+    UpdateSecurityGroup: _grpc.UnaryUnaryMultiCallable[_network_pb2.UpdateSecurityGroupRequest, _network_pb2.SecurityGroup]
+    """Mutable: description, allow_members (the built-in rule: disabled, never deleted)."""
+    DeleteSecurityGroup: _grpc.UnaryUnaryMultiCallable[_network_pb2.DeleteSecurityGroupRequest, _empty_pb2.Empty]
+    """FAILED_PRECONDITION SECURITY_GROUP_IN_USE while NICs have it or other groups'
+    rules name it (they are listed).
+    """
+    AddSecurityGroupRule: _grpc.UnaryUnaryMultiCallable[_network_pb2.AddSecurityGroupRuleRequest, _network_pb2.SecurityGroup]
+    """Last, or at ``priority`` (that rule and every later one shift down by one)."""
+    DeleteSecurityGroupRule: _grpc.UnaryUnaryMultiCallable[_network_pb2.DeleteSecurityGroupRuleRequest, _network_pb2.SecurityGroup]
+    """The later rules move up by one (priorities stay consecutive from 0)."""
+    ExportSecurityGroupRules: _grpc.UnaryUnaryMultiCallable[_network_pb2.ExportSecurityGroupRulesRequest, _network_pb2.SecurityGroupRulesDocument]
+    ImportSecurityGroupRules: _grpc.UnaryUnaryMultiCallable[_network_pb2.ImportSecurityGroupRulesRequest, _network_pb2.SecurityGroup]
+    """Replaces the group's rules with the document's: all or nothing; INVALID_ARGUMENT
+    lists every bad rule (rules[i].field: why).
+    """
+    ListSecurityGroupHits: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListSecurityGroupHitsRequest, _network_pb2.ListSecurityGroupHitsResponse]
+    """Per-rule hit counters as the serving host's kernel counted them."""
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
@@ -79,6 +106,33 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     """
     DeleteNic: _aio.UnaryUnaryMultiCallable[_network_pb2.DeleteNicRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """FAILED_PRECONDITION NIC_IN_USE while a VM has it."""
+    UpdateNic: _aio.UnaryUnaryMultiCallable[_network_pb2.UpdateNicRequest, _network_pb2.VirtualNic]  # type: ignore[assignment]
+    """Mutable: security_groups (in evaluation order: attach, detach, reorder),
+    ingress_default, egress_default, description.
+    """
+    ListSecurityGroups: _aio.UnaryUnaryMultiCallable[_network_pb2.ListSecurityGroupsRequest, _network_pb2.ListSecurityGroupsResponse]  # type: ignore[assignment]
+    """Security groups (securityGroups/{group}): enforced by every host for the NICs of
+    the VMs it runs, in one nftables ruleset applied atomically.
+    """
+    GetSecurityGroup: _aio.UnaryUnaryMultiCallable[_network_pb2.GetSecurityGroupRequest, _network_pb2.SecurityGroup]  # type: ignore[assignment]
+    CreateSecurityGroup: _aio.UnaryUnaryMultiCallable[_network_pb2.CreateSecurityGroupRequest, _network_pb2.SecurityGroup]  # type: ignore[assignment]
+    UpdateSecurityGroup: _aio.UnaryUnaryMultiCallable[_network_pb2.UpdateSecurityGroupRequest, _network_pb2.SecurityGroup]  # type: ignore[assignment]
+    """Mutable: description, allow_members (the built-in rule: disabled, never deleted)."""
+    DeleteSecurityGroup: _aio.UnaryUnaryMultiCallable[_network_pb2.DeleteSecurityGroupRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """FAILED_PRECONDITION SECURITY_GROUP_IN_USE while NICs have it or other groups'
+    rules name it (they are listed).
+    """
+    AddSecurityGroupRule: _aio.UnaryUnaryMultiCallable[_network_pb2.AddSecurityGroupRuleRequest, _network_pb2.SecurityGroup]  # type: ignore[assignment]
+    """Last, or at ``priority`` (that rule and every later one shift down by one)."""
+    DeleteSecurityGroupRule: _aio.UnaryUnaryMultiCallable[_network_pb2.DeleteSecurityGroupRuleRequest, _network_pb2.SecurityGroup]  # type: ignore[assignment]
+    """The later rules move up by one (priorities stay consecutive from 0)."""
+    ExportSecurityGroupRules: _aio.UnaryUnaryMultiCallable[_network_pb2.ExportSecurityGroupRulesRequest, _network_pb2.SecurityGroupRulesDocument]  # type: ignore[assignment]
+    ImportSecurityGroupRules: _aio.UnaryUnaryMultiCallable[_network_pb2.ImportSecurityGroupRulesRequest, _network_pb2.SecurityGroup]  # type: ignore[assignment]
+    """Replaces the group's rules with the document's: all or nothing; INVALID_ARGUMENT
+    lists every bad rule (rules[i].field: why).
+    """
+    ListSecurityGroupHits: _aio.UnaryUnaryMultiCallable[_network_pb2.ListSecurityGroupHitsRequest, _network_pb2.ListSecurityGroupHitsResponse]  # type: ignore[assignment]
+    """Per-rule hit counters as the serving host's kernel counted them."""
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -170,5 +224,98 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
         """FAILED_PRECONDITION NIC_IN_USE while a VM has it."""
+
+    @_abc_1.abstractmethod
+    def UpdateNic(
+        self,
+        request: _network_pb2.UpdateNicRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.VirtualNic, _abc.Awaitable[_network_pb2.VirtualNic]]:
+        """Mutable: security_groups (in evaluation order: attach, detach, reorder),
+        ingress_default, egress_default, description.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSecurityGroups(
+        self,
+        request: _network_pb2.ListSecurityGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.ListSecurityGroupsResponse, _abc.Awaitable[_network_pb2.ListSecurityGroupsResponse]]:
+        """Security groups (securityGroups/{group}): enforced by every host for the NICs of
+        the VMs it runs, in one nftables ruleset applied atomically.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSecurityGroup(
+        self,
+        request: _network_pb2.GetSecurityGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroup, _abc.Awaitable[_network_pb2.SecurityGroup]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateSecurityGroup(
+        self,
+        request: _network_pb2.CreateSecurityGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroup, _abc.Awaitable[_network_pb2.SecurityGroup]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateSecurityGroup(
+        self,
+        request: _network_pb2.UpdateSecurityGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroup, _abc.Awaitable[_network_pb2.SecurityGroup]]:
+        """Mutable: description, allow_members (the built-in rule: disabled, never deleted)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSecurityGroup(
+        self,
+        request: _network_pb2.DeleteSecurityGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """FAILED_PRECONDITION SECURITY_GROUP_IN_USE while NICs have it or other groups'
+        rules name it (they are listed).
+        """
+
+    @_abc_1.abstractmethod
+    def AddSecurityGroupRule(
+        self,
+        request: _network_pb2.AddSecurityGroupRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroup, _abc.Awaitable[_network_pb2.SecurityGroup]]:
+        """Last, or at ``priority`` (that rule and every later one shift down by one)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSecurityGroupRule(
+        self,
+        request: _network_pb2.DeleteSecurityGroupRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroup, _abc.Awaitable[_network_pb2.SecurityGroup]]:
+        """The later rules move up by one (priorities stay consecutive from 0)."""
+
+    @_abc_1.abstractmethod
+    def ExportSecurityGroupRules(
+        self,
+        request: _network_pb2.ExportSecurityGroupRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroupRulesDocument, _abc.Awaitable[_network_pb2.SecurityGroupRulesDocument]]: ...
+
+    @_abc_1.abstractmethod
+    def ImportSecurityGroupRules(
+        self,
+        request: _network_pb2.ImportSecurityGroupRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.SecurityGroup, _abc.Awaitable[_network_pb2.SecurityGroup]]:
+        """Replaces the group's rules with the document's: all or nothing; INVALID_ARGUMENT
+        lists every bad rule (rules[i].field: why).
+        """
+
+    @_abc_1.abstractmethod
+    def ListSecurityGroupHits(
+        self,
+        request: _network_pb2.ListSecurityGroupHitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_network_pb2.ListSecurityGroupHitsResponse, _abc.Awaitable[_network_pb2.ListSecurityGroupHitsResponse]]:
+        """Per-rule hit counters as the serving host's kernel counted them."""
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

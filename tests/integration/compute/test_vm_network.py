@@ -5,6 +5,7 @@ one VM; what is in use is not deleted; the NIC follows its VM through a migratio
 
 from __future__ import annotations
 
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests.integration.compute.clusterkit import (
     shared_pool_with_guest,
 )
 from tests.integration.zsdproc import zsctl
-from zsd.testing.devcluster import DevCluster
+from zsd.testing.devcluster import DevCluster, host_processes
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,12 @@ def interface(hook: PrivateLibvirtds, host: str, vm: str) -> tuple[str, str]:
         conn.close()
 
 
+def ruleset(dc: DevCluster, host: str) -> str:
+    """The host's nftables ruleset as text."""
+    argv = ["ip", "netns", "exec", dc.host(host).netns, "nft", "list", "ruleset"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     cluster: tuple[DevCluster, PrivateLibvirtds], guest_image: Path, tmp_path: Path
 ) -> None:
@@ -51,8 +58,9 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     shared_pool_with_guest(dc, tmp_path / "share", guest_image)
     ok(dc, "h1", "switch", "create", "lab", "vxlan", "--uplink", "eth0")
     pg = data(
-        dc, "h1", "portgroup", "create", "lab/web", "--vni", "42", "--subnet", "10.42.0.0/24,gw=10.42.0.1"
-    )
+        dc, "h1", "portgroup", "create", "lab/web", "--vni", "42", "--subnet", "10.42.0.0/24,gw=10.42.0.1",
+        "--dhcp", "--domain", "web.lab",
+    )  # fmt: skip
     nic = data(dc, "h2", "nic", "create", "web1-0", "lab/web")
     assert nic["ip_addresses"] == ["10.42.0.2"] and nic["mac"].startswith("02:") and nic.get("vm", "") == ""
     pinned = data(
@@ -62,6 +70,10 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     assert "ADDRESS_TAKEN" in refused(dc, "nic", "create", "dup", "lab/web", "--ip", "10.42.0.50")
     assert "field: nic.port_group" in refused(dc, "nic", "create", "x", "lab/nope")
 
+    # The port group's DHCP service runs on every host before any VM asks it.
+    for host in ("h1", "h2"):
+        root = dc.host(host).root
+        eventually(lambda root=root: bool(host_processes([root])), timeout=30)
     vm = data(
         dc, "h2", "vm", "create", "web1", "--image", "shared/guest", "--memory", "96M", "--graphics", "none",
         "--nic", "nic=web1-0", "--host", "h1",
@@ -70,8 +82,38 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     assert vm["nics"][0]["nic"] == "nics/web1-0" and vm["nics"][0]["mac"] == nic["mac"]
     assert interface(hook, "h1", "web1") == (nic["mac"], pg["bridge"])
     eventually(lambda: booted(dc, "h1", "web1"), timeout=120)
+    # h1's DHCP service (dnsmasq in its own namespace on the port group's bridge) now
+    # answers the NIC with exactly its address and the VM's name. (Whether the guest
+    # takes the lease is not asserted: in this test it has not, while the same steps
+    # by hand have; see the closing note of session 7.)
+    hosts = dc.host("h1").root / "run" / "zsd-dhcp" / "lab+web" / "hosts.dhcp"
+    entry = f"{nic['mac']},{nic['ip_addresses'][0]},web1"
+    eventually(lambda: hosts.exists() and entry in hosts.read_text())
     shown = data(dc, "h2", "nic", "show", "web1-0")
     assert (shown["vm"], shown["host"], shown["bridge"]) == ("vms/web1", "hosts/h1", pg["bridge"])
+
+    # Security groups, enforced by h1's nftables on the guest's tap (named from its
+    # MAC): the NIC's port is in h1's ruleset from the start (ingress default deny); a
+    # group's rule lands in it when the group is attached, and leaves when detached.
+    tap = "zt" + nic["mac"].replace(":", "")[-10:]
+    eventually(lambda: tap in ruleset(dc, "h1"))
+    ok(dc, "h2", "secgroup", "create", "pingable", "--description", "ICMP from anywhere")
+    group = data(
+        dc, "h1", "secgroup", "rule", "add", "pingable", "--direction", "ingress", "--protocol", "icmp"
+    )
+    assert [(r.get("priority", 0), r["protocol"], r["action"]) for r in group["rules"]] == [
+        (0, "icmp", "allow")
+    ]
+    bad_rule = ("secgroup", "rule", "add", "pingable", "--direction", "ingress", "--protocol", "icmp")
+    assert "field: rule.port_range" in refused(dc, *bad_rule, "--ports", "80")
+    attached = data(dc, "h2", "secgroup", "attach", "web1-0", "pingable")
+    assert attached["security_groups"] == ["securityGroups/pingable"]
+    eventually(lambda: "pingable" in ruleset(dc, "h1"))
+    assert data(dc, "h1", "secgroup", "hits", "pingable") is not None
+    assert "SECURITY_GROUP_IN_USE" in refused(dc, "secgroup", "delete", "pingable")
+    ok(dc, "h1", "secgroup", "detach", "web1-0", "pingable")
+    eventually(lambda: "pingable" not in ruleset(dc, "h1"))
+    ok(dc, "h1", "secgroup", "delete", "pingable")
 
     # One VM per NIC; nothing in use is deleted.
     stderr = refused(dc, "vm", "create", "thief", "--nic", "nic=web1-0", "--no-start")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import grpc
@@ -17,8 +18,11 @@ from zsd.api import networkconv, paging
 from zsd.api.gateway import Gateway
 from zsd.api.names import request_id as check_request_id
 from zsd.api.router import Router
-from zsd.errors import FailedPrecondition
+from zsd.errors import FailedPrecondition, InvalidArgument
 from zsd.network.catalog import NetworkCatalog
+from zsd.network.secgroups.group import SecurityGroup
+from zsd.network.secgroups.hostmodel import HitCount, MembersRuleRef, RuleRef
+from zsd.network.secgroups.transfer import export_rules, import_rules
 from zsd.v1 import network_pb2, network_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
@@ -27,9 +31,20 @@ R = TypeVar("R", bound=Message)
 
 
 class NetworkService(network_pb2_grpc.NetworkServiceServicer):
-    def __init__(self, *, gateway: Gateway, catalog: NetworkCatalog | None, router: Router | None) -> None:
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        catalog: NetworkCatalog | None,
+        router: Router | None,
+        host: str = "",
+        hits: Callable[[], Awaitable[tuple[HitCount, ...]]] | None = None,
+    ) -> None:
         """``catalog``, ``router``: None when this zsd is no cluster member (then every
-        call is refused: switches live in cluster.db)."""
+        call is refused: switches live in cluster.db). ``hits``: this host's firewall
+        counters (``host`` names it in answers)."""
+        self._host = host
+        self._hits = hits
         self._gw = gateway
         self._catalog = catalog
         self._router = router
@@ -251,5 +266,266 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                 return empty_pb2.Empty(), await catalog.delete_nic(name, request_id=rid)
 
             return await self._on_leader(context, "DeleteNic", req, empty_pb2.Empty.FromString, write)
+
+        return await self._gw.handle(context, run, request)
+
+    # -- security groups -----------------------------------------------------------------
+
+    def _group_message(self, catalog: NetworkCatalog, name: str) -> network_pb2.SecurityGroup:
+        """(trio side)"""
+        return networkconv.security_group_message(catalog.security_group(name), catalog.nics())
+
+    async def ListSecurityGroups(
+        self, request: network_pb2.ListSecurityGroupsRequest, context: Ctx
+    ) -> network_pb2.ListSecurityGroupsResponse:
+        async def run(req: network_pb2.ListSecurityGroupsRequest) -> network_pb2.ListSecurityGroupsResponse:
+            catalog, _ = self._parts()
+
+            def read() -> list[network_pb2.SecurityGroup]:
+                nics = catalog.nics()
+                return [networkconv.security_group_message(g, nics) for g in catalog.security_groups()]
+
+            items = await self._gw.trio_sync(read)
+            page = paging.paginate(
+                items, key=lambda g: g.name, page_size=req.page_size, page_token=req.page_token
+            )
+            return network_pb2.ListSecurityGroupsResponse(
+                security_groups=page.items, next_page_token=page.next_page_token
+            )
+
+        return await self._gw.handle(context, run, request)
+
+    async def GetSecurityGroup(
+        self, request: network_pb2.GetSecurityGroupRequest, context: Ctx
+    ) -> network_pb2.SecurityGroup:
+        async def run(req: network_pb2.GetSecurityGroupRequest) -> network_pb2.SecurityGroup:
+            name = networkconv.security_group_id(req.name)
+            catalog, _ = self._parts()
+            return await self._gw.trio_sync(lambda: self._group_message(catalog, name))
+
+        return await self._gw.handle(context, run, request)
+
+    async def _group_write(
+        self,
+        context: Ctx,
+        method: str,
+        request: Message,
+        write: Callable[[NetworkCatalog], Awaitable[str]],
+    ) -> network_pb2.SecurityGroup:
+        """``write`` changes a group on the leader and returns its name."""
+        catalog, _ = self._parts()
+
+        async def on_leader() -> tuple[network_pb2.SecurityGroup, int]:
+            name = await write(catalog)
+            return self._group_message(catalog, name), 0
+
+        return await self._on_leader(
+            context, method, request, network_pb2.SecurityGroup.FromString, on_leader
+        )
+
+    async def CreateSecurityGroup(
+        self, request: network_pb2.CreateSecurityGroupRequest, context: Ctx
+    ) -> network_pb2.SecurityGroup:
+        async def run(req: network_pb2.CreateSecurityGroupRequest) -> network_pb2.SecurityGroup:
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            msg, name, rid = req.security_group, req.security_group_id, req.request_id
+            if len(msg.description) > 1024:
+                raise InvalidArgument("at most 1024 characters", field="security_group.description")
+
+            async def write(catalog: NetworkCatalog) -> str:
+                specs = networkconv.rule_specs(
+                    msg.rules, known_groups={r.group.name for r in catalog.security_groups()} | {name},
+                    field="security_group.rules",
+                )  # fmt: skip
+                await catalog.create_security_group(
+                    name, specs, allow_members=not msg.allow_members_disabled, description=msg.description,
+                    request_id=rid,
+                )  # fmt: skip
+                return name
+
+            return await self._group_write(context, "CreateSecurityGroup", req, write)
+
+        return await self._gw.handle(context, run, request)
+
+    async def UpdateSecurityGroup(
+        self, request: network_pb2.UpdateSecurityGroupRequest, context: Ctx
+    ) -> network_pb2.SecurityGroup:
+        async def run(req: network_pb2.UpdateSecurityGroupRequest) -> network_pb2.SecurityGroup:
+            name = networkconv.security_group_id(req.security_group.name, field="security_group.name")
+            paths = set(req.update_mask.paths)
+            if not paths or paths - {"description", "allow_members"}:
+                raise InvalidArgument("updatable: description, allow_members", field="update_mask.paths")
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            msg, rid = req.security_group, req.request_id
+
+            def change(group: SecurityGroup, _known: set[str]) -> SecurityGroup:
+                if "allow_members" in paths:
+                    group = group.with_allow_members(msg.allow_members)
+                if "description" in paths:
+                    group = replace(group, description=msg.description)
+                return group
+
+            async def write(catalog: NetworkCatalog) -> str:
+                await catalog.change_security_group(name, change, what="UpdateSecurityGroup", request_id=rid)
+                return name
+
+            return await self._group_write(context, "UpdateSecurityGroup", req, write)
+
+        return await self._gw.handle(context, run, request)
+
+    async def DeleteSecurityGroup(
+        self, request: network_pb2.DeleteSecurityGroupRequest, context: Ctx
+    ) -> empty_pb2.Empty:
+        async def run(req: network_pb2.DeleteSecurityGroupRequest) -> empty_pb2.Empty:
+            name = networkconv.security_group_id(req.name)
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            catalog, _ = self._parts()
+            rid = req.request_id
+
+            async def write() -> tuple[empty_pb2.Empty, int]:
+                return empty_pb2.Empty(), await catalog.delete_security_group(name, request_id=rid)
+
+            return await self._on_leader(
+                context, "DeleteSecurityGroup", req, empty_pb2.Empty.FromString, write
+            )
+
+        return await self._gw.handle(context, run, request)
+
+    async def AddSecurityGroupRule(
+        self, request: network_pb2.AddSecurityGroupRuleRequest, context: Ctx
+    ) -> network_pb2.SecurityGroup:
+        async def run(req: network_pb2.AddSecurityGroupRuleRequest) -> network_pb2.SecurityGroup:
+            name = networkconv.security_group_id(req.name)
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            rule, rid = req.rule, req.request_id
+            at = req.priority if req.HasField("priority") else None
+
+            def change(group: SecurityGroup, known: set[str]) -> SecurityGroup:
+                (spec,) = networkconv.rule_specs([rule], known_groups=known, field="rule")
+                if at is None:
+                    return group.add_rule(spec, known_groups=known)
+                return group.insert_rule(at, spec, known_groups=known)
+
+            async def write(catalog: NetworkCatalog) -> str:
+                await catalog.change_security_group(name, change, what="AddSecurityGroupRule", request_id=rid)
+                return name
+
+            return await self._group_write(context, "AddSecurityGroupRule", req, write)
+
+        return await self._gw.handle(context, run, request)
+
+    async def DeleteSecurityGroupRule(
+        self, request: network_pb2.DeleteSecurityGroupRuleRequest, context: Ctx
+    ) -> network_pb2.SecurityGroup:
+        async def run(req: network_pb2.DeleteSecurityGroupRuleRequest) -> network_pb2.SecurityGroup:
+            name = networkconv.security_group_id(req.name)
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            priority, rid = req.priority, req.request_id
+
+            async def write(catalog: NetworkCatalog) -> str:
+                await catalog.change_security_group(
+                    name,
+                    lambda g, _k: g.delete_rule(priority),
+                    what="DeleteSecurityGroupRule",
+                    request_id=rid,
+                )
+                return name
+
+            return await self._group_write(context, "DeleteSecurityGroupRule", req, write)
+
+        return await self._gw.handle(context, run, request)
+
+    async def ExportSecurityGroupRules(
+        self, request: network_pb2.ExportSecurityGroupRulesRequest, context: Ctx
+    ) -> network_pb2.SecurityGroupRulesDocument:
+        async def run(
+            req: network_pb2.ExportSecurityGroupRulesRequest,
+        ) -> network_pb2.SecurityGroupRulesDocument:
+            name = networkconv.security_group_id(req.name)
+            catalog, _ = self._parts()
+            group = await self._gw.trio_sync(lambda: catalog.security_group(name).group)
+            return network_pb2.SecurityGroupRulesDocument(json=export_rules(group))
+
+        return await self._gw.handle(context, run, request)
+
+    async def ImportSecurityGroupRules(
+        self, request: network_pb2.ImportSecurityGroupRulesRequest, context: Ctx
+    ) -> network_pb2.SecurityGroup:
+        async def run(req: network_pb2.ImportSecurityGroupRulesRequest) -> network_pb2.SecurityGroup:
+            name = networkconv.security_group_id(req.name)
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            text, rid = req.json, req.request_id
+
+            async def write(catalog: NetworkCatalog) -> str:
+                await catalog.change_security_group(
+                    name,
+                    lambda g, known: import_rules(g, text, known_groups=known),
+                    what="ImportSecurityGroupRules",
+                    request_id=rid,
+                )
+                return name
+
+            return await self._group_write(context, "ImportSecurityGroupRules", req, write)
+
+        return await self._gw.handle(context, run, request)
+
+    async def ListSecurityGroupHits(
+        self, request: network_pb2.ListSecurityGroupHitsRequest, context: Ctx
+    ) -> network_pb2.ListSecurityGroupHitsResponse:
+        async def run(
+            req: network_pb2.ListSecurityGroupHitsRequest,
+        ) -> network_pb2.ListSecurityGroupHitsResponse:
+            name = networkconv.security_group_id(req.name)
+            catalog, _ = self._parts()
+            await self._gw.trio_sync(lambda: catalog.security_group(name))
+            if self._hits is None:
+                raise FailedPrecondition("this host enforces no security groups", reason="NO_FIREWALL")
+            counts = await self._gw.trio(context, self._hits)
+            hits = [
+                network_pb2.SecurityGroupHit(
+                    priority=h.ref.priority if isinstance(h.ref, RuleRef) else -1,
+                    direction=h.ref.direction.value,
+                    packets=h.packets,
+                    bytes=h.bytes,
+                )
+                for h in counts
+                if isinstance(h.ref, RuleRef | MembersRuleRef) and h.ref.group == name
+            ]
+            hits.sort(key=lambda h: (h.priority, h.direction))
+            return network_pb2.ListSecurityGroupHitsResponse(host=f"hosts/{self._host}", hits=hits)
+
+        return await self._gw.handle(context, run, request)
+
+    # -- NIC updates ---------------------------------------------------------------------
+
+    async def UpdateNic(self, request: network_pb2.UpdateNicRequest, context: Ctx) -> network_pb2.VirtualNic:
+        async def run(req: network_pb2.UpdateNicRequest) -> network_pb2.VirtualNic:
+            name = networkconv.nic_id(req.nic.name, field="nic.name")
+            allowed = {"security_groups", "ingress_default", "egress_default", "description"}
+            paths = set(req.update_mask.paths)
+            if not paths or paths - allowed:
+                raise InvalidArgument(f"updatable: {', '.join(sorted(allowed))}", field="update_mask.paths")
+            groups = None
+            if "security_groups" in paths:
+                groups = [
+                    networkconv.security_group_id(g, field=f"nic.security_groups[{i}]")
+                    for i, g in enumerate(req.nic.security_groups)
+                ]
+            req.request_id = check_request_id(req.request_id) or str(uuid.uuid4())
+            catalog, _ = self._parts()
+            msg, rid = req.nic, req.request_id
+
+            async def write() -> tuple[network_pb2.VirtualNic, int]:
+                record = await catalog.update_nic(
+                    name,
+                    security_groups=groups,
+                    ingress_default=msg.ingress_default if "ingress_default" in paths else None,
+                    egress_default=msg.egress_default if "egress_default" in paths else None,
+                    description=msg.description if "description" in paths else None,
+                    request_id=rid,
+                )
+                return networkconv.nic_message(record, catalog.nic_users().get(name)), 0
+
+            return await self._on_leader(context, "UpdateNic", req, network_pb2.VirtualNic.FromString, write)
 
         return await self._gw.handle(context, run, request)

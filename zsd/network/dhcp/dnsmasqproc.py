@@ -103,7 +103,25 @@ class DnsmasqProcesses:
             raise Internal(
                 f"dnsmasq in {netns} started but is gone (pidfile {pidfile})", reason="DNSMASQ_FAILED"
             )
+        self._wait_catches_sighup(info.pid)
         return info
+
+    def _wait_catches_sighup(self, pid: int, timeout: float = 3.0) -> None:
+        """Until dnsmasq handles SIGHUP: one sent before (the next NIC change, a moment
+        after the start) would end it, and its NICs would go unanswered until the next
+        round noticed (seen in the dev cluster)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = (self._proc / str(pid) / "status").read_text()
+            except OSError:
+                return  # gone: the caller's next look finds it so
+            caught = next(
+                (line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0"
+            )
+            if int(caught, 16) & (1 << (signals.SIGHUP - 1)):
+                return
+            time.sleep(0.01)
 
     def inspect(self, pid: int, *, netns: str) -> ProcessInfo | None:
         try:

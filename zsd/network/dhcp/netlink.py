@@ -108,7 +108,9 @@ class NetlinkDriver:
     def create(self, plumbing: Plumbing, *, mtu: int) -> None:
         with _translated(f"making namespace {plumbing.netns}"):
             if plumbing.netns not in self.namespaces():
-                named_netns.create(plumbing.netns)
+                # `ip netns add`, not pyroute2's netns.create: that forks this (threaded)
+                # process, and the child crashed (SIGSEGV) now and then under zsd.
+                _ip_netns("add", plumbing.netns)
                 self._sysctl(plumbing.netns)
             with self._scope_netns(plumbing.netns) as ipr:
                 # A veth end left alone in the namespace (its peer renamed or moved).
@@ -197,7 +199,7 @@ class NetlinkDriver:
                 ipr.link("del", index=index)
         with _translated(f"removing namespace {netns}"):
             if netns in self.namespaces():
-                named_netns.remove(netns)
+                _ip_netns("delete", netns)
         log.info("dhcp: removed namespace %s and veth %s", netns, host_veth)
 
     @staticmethod
@@ -210,3 +212,9 @@ class NetlinkDriver:
         )
         if done.returncode != 0:
             raise Internal(f"sysctl in {name}: {done.stderr.strip()}", reason="NETNS_SETUP_FAILED")
+
+
+def _ip_netns(verb: str, name: str) -> None:
+    done = subprocess.run(["ip", "netns", verb, name], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise Internal(f"ip netns {verb} {name}: {done.stderr.strip()}", reason="NETLINK_FAILED")
