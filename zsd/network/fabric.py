@@ -69,9 +69,13 @@ def plan(
     switches: Sequence[Switch],
     port_groups: Sequence[PortGroup],
     members: Mapping[str, str],
+    nic_locations: Sequence[tuple[str, str, str]] = (),
 ) -> HostFabric:
     """This host's links for the cluster's switches. ``members``: every member host's
-    name -> its cluster address (the VXLAN underlay address)."""
+    name -> its cluster address (the VXLAN underlay address). ``nic_locations``:
+    (port group key, MAC, host) of every NIC whose VM runs somewhere: on VXLAN port
+    groups, NICs on other hosts get a static forwarding entry towards their host (so
+    unicast to them is never flooded, and follows a migration with the VM record)."""
     by_name = {s.name: s for s in switches}
     links: list[LinkSpec] = []
     fdb: list[FdbEntry] = []
@@ -107,6 +111,10 @@ def plan(
         for peer, peer_address in sorted(members.items()):
             if peer != host and switch.spans(peer) and peer_address and peer_address != address:
                 fdb.append(FdbEntry(link=pg.vxlan_link, mac=FLOOD_MAC, dst=peer_address))
+        for key, mac, where in sorted(nic_locations):
+            dst = members.get(where, "")
+            if key == pg.key and where != host and dst and dst != address:
+                fdb.append(FdbEntry(link=pg.vxlan_link, mac=mac, dst=dst))
     return HostFabric(links=tuple(links), fdb=tuple(fdb))
 
 

@@ -56,8 +56,11 @@ class Links:
                     problems.append(f"removing {name}: {e.args[-1] if e.args else e}")
             for link in fabric.links:
                 if link.kind == "vxlan" and link.name in current:
+                    index = current[link.name]["index"]
                     dsts = {e.dst for e in fabric.fdb if e.link == link.name and e.mac == FLOOD_MAC}
-                    problems += self._flood(ipr, current[link.name]["index"], dsts)
+                    problems += self._flood(ipr, index, dsts)
+                    known = {e.mac: e.dst for e in fabric.fdb if e.link == link.name and e.mac != FLOOD_MAC}
+                    problems += self._static(ipr, index, known)
         return problems
 
     @staticmethod
@@ -145,6 +148,30 @@ class Links:
                 ipr.fdb("del", ifindex=index, lladdr=FLOOD_MAC, dst=dst)
             except NetlinkError as e:
                 problems.append(f"removing flood entry to {dst}: {e.args[-1] if e.args else e}")
+        return problems
+
+    @staticmethod
+    def _static(ipr: Any, index: int, known: dict[str, str]) -> list[str]:
+        """Exactly the NIC entries ``known`` (MAC -> remote host) on the VXLAN device;
+        moved NICs are replaced, gone ones removed."""
+        have = {
+            str(e.get_attr("NDA_LLADDR")): str(e.get_attr("NDA_DST"))
+            for e in ipr.fdb("dump", ifindex=index)
+            if e["ifindex"] == index and e.get_attr("NDA_LLADDR") != FLOOD_MAC and e.get_attr("NDA_DST")
+        }
+        problems = []
+        for mac in sorted(have.keys() - known.keys()):
+            try:
+                ipr.fdb("del", ifindex=index, lladdr=mac, dst=have[mac])
+            except NetlinkError as e:
+                problems.append(f"removing the entry of {mac}: {e.args[-1] if e.args else e}")
+        for mac, dst in sorted(known.items()):
+            if have.get(mac) != dst:
+                try:
+                    # On the VXLAN device itself (NTF_SELF), permanent (NUD_PERMANENT).
+                    ipr.fdb("replace", ifindex=index, lladdr=mac, dst=dst, state=0x80, flags=0x02)
+                except NetlinkError as e:
+                    problems.append(f"entry of {mac} towards {dst}: {e.args[-1] if e.args else e}")
         return problems
 
 

@@ -11,9 +11,13 @@ from collections.abc import Callable
 import trio
 
 from zsd.cluster.control import ClusterControl
+from zsd.cluster.store.cache import StateCache
+from zsd.compute.records import KIND_VM, VmRecord
 from zsd.network import records
 from zsd.network.fabric import HostFabric, plan
 from zsd.network.links import Links
+from zsd.network.nics import KIND_NIC
+from zsd.network.nics import decode_all as decode_nics
 from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class FabricReconciler:
             switches=records.switches(cache.list(KIND_SWITCH)),
             port_groups=records.port_groups(cache.list(KIND_PORT_GROUP)),
             members=members,
+            nic_locations=_nic_locations(cache),
         )
 
     async def round(self) -> list[str]:
@@ -79,3 +84,16 @@ class FabricReconciler:
             # Problems (an uplink not there yet) are retried sooner than a full resync.
             with trio.move_on_after(5.0 if self.problems else self._resync):
                 await self._control.replica.wait_changed()
+
+
+def _nic_locations(cache: StateCache) -> list[tuple[str, str, str]]:
+    """(port group, MAC, host) of every NIC a VM record lists."""
+    nics = {n.name: n for n in decode_nics(cache.list(KIND_NIC))}
+    out = []
+    for raw in cache.list(KIND_VM):
+        vm = VmRecord.decode(raw.data)
+        for name in vm.nics:
+            nic = nics.get(name)
+            if nic is not None:
+                out.append((nic.port_group, nic.mac, vm.host))
+    return out

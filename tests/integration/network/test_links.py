@@ -59,6 +59,32 @@ def test_converge_repair_and_remove(links: Links) -> None:
             check=True,
         ).stdout
     )
+
+    # NICs on other hosts: static entries, replaced when the NIC moves, gone with it.
+    def entries() -> str:
+        return subprocess.run(
+            ["bridge", "-n", NS, "fdb", "show", "dev", WEB.vxlan_link],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    nic = (WEB.key, "02:00:00:00:00:42", "h2")
+    placed = plan(
+        host="h1", address="198.51.100.1", switches=[LAB], port_groups=[WEB, DB], members=MEMBERS,
+        nic_locations=[nic],
+    )  # fmt: skip
+    assert links.apply(placed) == []
+    assert "02:00:00:00:00:42 dst 198.51.100.2" in entries()
+    moved = plan(
+        host="h1", address="198.51.100.1", switches=[LAB], port_groups=[WEB, DB],
+        members={**MEMBERS, "h3": "198.51.100.3"}, nic_locations=[(WEB.key, nic[1], "h3")],
+    )  # fmt: skip
+    assert links.apply(moved) == []
+    assert "02:00:00:00:00:42 dst 198.51.100.3" in entries() and "42 dst 198.51.100.2" not in entries()
+    assert links.apply(fabric) == []
+    assert "02:00:00:00:00:42" not in entries()
+
     # Idempotent: a second round changes nothing (same interface indexes).
     before = ip("-o", "link")
     assert links.apply(fabric) == []

@@ -62,3 +62,29 @@ def test_port_groups_of_unknown_switches_are_ignored_and_order_is_stable() -> No
 def test_zsd_owns_only_its_own_link_names() -> None:
     assert owned(WEB.bridge) and owned(WEB.vxlan_link) and owned(V7.vlan_link)
     assert not owned("zbr0") and not owned("eth0") and not owned("zx")
+
+
+def test_nics_on_other_hosts_get_static_entries_that_follow_them() -> None:
+    vlan_pg = V7.key
+    locations = [
+        (WEB.key, "02:00:00:00:00:01", "h1"),  # here: the bridge learns it locally
+        (WEB.key, "02:00:00:00:00:02", "h2"),
+        (WEB.key, "02:00:00:00:00:03", "gone"),  # a host no longer a member: no entry
+        (vlan_pg, "02:00:00:00:00:04", "h2"),  # VLAN: the physical switch learns
+    ]
+    fabric = plan(
+        host="h1", address="192.0.2.1", switches=[VXLAN, VLAN], port_groups=[WEB, V7],
+        members=MEMBERS, nic_locations=locations,
+    )  # fmt: skip
+    static = [e for e in fabric.fdb if e.mac != FLOOD_MAC]
+    assert static == [FdbEntry(link=WEB.vxlan_link, mac="02:00:00:00:00:02", dst="192.0.2.2")]
+    moved = [(WEB.key, "02:00:00:00:00:02", "h3")]
+    again = plan(
+        host="h1",
+        address="192.0.2.1",
+        switches=[VXLAN],
+        port_groups=[WEB],
+        members=MEMBERS,
+        nic_locations=moved,
+    )
+    assert [e.dst for e in again.fdb if e.mac != FLOOD_MAC] == ["192.0.2.3"]
