@@ -102,6 +102,10 @@ class FirewallReconciler:
         )
 
     def _apply(self, desired: HostFirewall) -> None:
+        if self._applier is None and not desired.nics:
+            # Nothing to guard yet: leave the host's netfilter (br_netfilter sysctls
+            # change every bridge's filtering) as it is until a VM NIC runs here.
+            return
         if self._applier is None:
             enable_bridge_netfilter(self._procfs)
             self._applier = RulesetApplier(libnftables())

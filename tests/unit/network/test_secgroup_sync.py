@@ -17,7 +17,7 @@ from zsd.compute.designer import tap_name
 from zsd.compute.records import VmRecord
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.network.catalog import NetworkCatalog
-from zsd.network.firewall import host_firewall
+from zsd.network.firewall import FirewallReconciler, host_firewall
 from zsd.network.model import PortGroup, Subnet, Switch
 from zsd.network.nics import NicRecord
 from zsd.network.secgroups.group import new_group
@@ -153,3 +153,10 @@ async def test_leader_writes_of_groups_and_nic_attachments(cluster: Cluster) -> 
     await catalog.delete_security_group("app", request_id="d2")
     await catalog.delete_security_group("ops", request_id="d3")
     assert catalog.security_groups() == []
+
+
+def test_a_host_without_vm_nics_leaves_netfilter_alone(tmp_path: Path) -> None:
+    reconciler = FirewallReconciler(control=None, host="h1", procfs=tmp_path)  # type: ignore[arg-type]
+    reconciler._apply(host_firewall(host="h1", nics=[], vms=[], groups={}))
+    # No /proc/sys/net/bridge here: enabling br_netfilter would have raised.
+    assert list(tmp_path.iterdir()) == []
