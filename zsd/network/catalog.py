@@ -51,6 +51,12 @@ class NetworkCatalog:
 
     # -- reads (this host's copy) ---------------------------------------------------
 
+    @property
+    def revision(self) -> int:
+        """This host's copy's revision: after a write here (the leader waits for its own
+        copy to hold it), at least the write's, so a forwarding host can wait for it."""
+        return self._control.revision
+
     def switches(self) -> list[Switch]:
         return records.switches(self._control.replica.cache.list(KIND_SWITCH))
 

@@ -24,8 +24,8 @@ MAX_VNI = 16_777_215
 MIN_MTU, MAX_MTU = 576, 9000
 MAX_SUBNETS = 8
 MAX_DNS = 4
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-_DOMAIN = re.compile(
+IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -109,7 +109,7 @@ def _bad(field_: str, message: str, reason: str = "BAD_NETWORK") -> InvalidArgum
 
 
 def _ifname(value: str, field_: str) -> None:
-    if not _IFNAME.fullmatch(value):
+    if not IFNAME.fullmatch(value):
         raise _bad(
             field_,
             f"{value!r} is not an interface name: 1-15 of A-Za-z0-9_.-, starting with a letter or digit",
@@ -164,7 +164,7 @@ def validate_port_group(pg: PortGroup, switch: Switch, *, prefix: str = "port_gr
         raise _bad(f"{prefix}.dns_servers", f"at most {MAX_DNS} DNS servers")
     for i, server in enumerate(pg.dns_servers):
         _address(server, f"{prefix}.dns_servers[{i}]")
-    if pg.domain and not _DOMAIN.fullmatch(pg.domain):
+    if pg.domain and not DOMAIN.fullmatch(pg.domain):
         raise _bad(
             f"{prefix}.domain", f"{pg.domain!r} is not a DNS domain (lowercase labels, e.g. lab.example)"
         )

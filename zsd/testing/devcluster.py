@@ -665,8 +665,8 @@ class DevCluster:
 
 
 def host_processes(roots: Iterable[Path]) -> list[int]:
-    """Pids of processes (dnsmasq, ...) whose command line names one of the hosts'
-    root directories (zsd itself and sanlock are stopped by their own refs)."""
+    """Pids of the dnsmasq processes (DHCP services) whose command line names one of
+    the hosts' root directories."""
     needles = [str(r) + "/" for r in roots]
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "name"]):

@@ -63,7 +63,8 @@ class Libvirtd:
 
 def _qemu_conf(stock: str, *, sanlock: bool, tls_dir: Path | None) -> str:
     text = stock + '\n# zsd private test libvirtd\nuser = "root"\ngroup = "root"\nsecurity_driver = "none"\n'
-    # No per-domain /dev namespaces: domains use libvirtd's private /dev (``_script``).
+    # No per-domain /dev namespaces: domains use libvirtd's private /dev copy (``_script``);
+    # libvirt's own per-domain /dev fails to start domains on top of it (tried).
     text += "namespaces = []\n"
     if sanlock:
         text += 'lock_manager = "sanlock"\n'

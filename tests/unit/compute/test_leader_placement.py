@@ -7,10 +7,9 @@ other."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import replace
 from functools import partial
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -26,7 +25,6 @@ from zsd.cluster.records import KIND_HOST, KIND_HOST_STATUS, HostEntry
 from zsd.cluster.replica import Replica
 from zsd.cluster.store import (
     ChangeSet,
-    ClusterDb,
     CommitResult,
     Create,
     Mutation,
@@ -149,16 +147,6 @@ class Cluster:
 
     def records(self) -> dict[str, VmRecord]:
         return {r.name: VmRecord.decode(r.data) for r in self.replica.cache.list(KIND_VM)}
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    store = SlowStore(ClusterDb.create(tmp_path / "cluster.db", epoch=1, owner="h0"))
-    c = Cluster(store)
-    await nursery.start(c.replica.run)
-    yield c
-    nursery.cancel_scope.cancel()
-    await store.aclose()
 
 
 def nic(address: str = NIC, *, group: int = 30) -> host_pb2.PciDevice:

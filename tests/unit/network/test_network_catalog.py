@@ -3,15 +3,11 @@ leader's own state copy: names, segment ids, users of what is deleted, retries."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-import trio
 
-from tests.unit.compute.test_leader_placement import Cluster, SlowStore
-from zsd.cluster.store import ClusterDb
+from tests.unit.compute.test_leader_placement import Cluster
 from zsd.compute.records import VmRecord
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from zsd.network.catalog import NetworkCatalog
@@ -26,16 +22,6 @@ WEB = PortGroup(switch="lab", name="web", vni=100, subnets=(Subnet(cidr="10.0.0.
 
 def nic(name: str, port_group: str, mac: str = "") -> NicRecord:
     return NicRecord(name=name, port_group=port_group, mac=mac)
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    store = SlowStore(ClusterDb.create(tmp_path / "cluster.db", epoch=1, owner="h0"))
-    c = Cluster(store)
-    await nursery.start(c.replica.run)
-    yield c
-    nursery.cancel_scope.cancel()
-    await store.aclose()
 
 
 async def test_switches_and_port_groups_are_stored_and_read_back(cluster: Cluster) -> None:

@@ -4,15 +4,12 @@ writes, and the firewall a host compiles from the state."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trio
 
-from tests.unit.compute.test_leader_placement import Cluster, SlowStore
+from tests.unit.compute.test_leader_placement import Cluster
 from zsd.api import networkconv
-from zsd.cluster.store import ClusterDb
 from zsd.compute.designer import tap_name
 from zsd.compute.records import VmRecord
 from zsd.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -89,16 +86,6 @@ def test_a_host_enforces_the_nics_of_its_vms_with_cluster_wide_membership() -> N
     assert fw.members["web"].ipv4 == frozenset({"10.0.0.2", "10.0.0.3"})
     on_h2 = host_firewall(host="h2", nics=nics, vms=vms, groups={"web": web})
     assert [n.ingress_default for n in on_h2.nics] == [Action.ALLOW]
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Cluster]:
-    store = SlowStore(ClusterDb.create(tmp_path / "cluster.db", epoch=1, owner="h0"))
-    c = Cluster(store)
-    await nursery.start(c.replica.run)
-    yield c
-    nursery.cancel_scope.cancel()
-    await store.aclose()
 
 
 async def test_leader_writes_of_groups_and_nic_attachments(cluster: Cluster) -> None:

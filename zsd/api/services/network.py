@@ -317,7 +317,7 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
 
         async def on_leader() -> tuple[network_pb2.SecurityGroup, int]:
             name = await write(catalog)
-            return self._group_message(catalog, name), 0
+            return self._group_message(catalog, name), catalog.revision
 
         return await self._on_leader(
             context, method, request, network_pb2.SecurityGroup.FromString, on_leader
@@ -524,7 +524,7 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
                     description=msg.description if "description" in paths else None,
                     request_id=rid,
                 )
-                return networkconv.nic_message(record, catalog.nic_users().get(name)), 0
+                return networkconv.nic_message(record, catalog.nic_users().get(name)), catalog.revision
 
             return await self._on_leader(context, "UpdateNic", req, network_pb2.VirtualNic.FromString, write)
 

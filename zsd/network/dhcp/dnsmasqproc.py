@@ -108,8 +108,8 @@ class DnsmasqProcesses:
 
     def _wait_catches_sighup(self, pid: int, timeout: float = 3.0) -> None:
         """Until dnsmasq handles SIGHUP: one sent before (the next NIC change, a moment
-        after the start) would end it, and its NICs would go unanswered until the next
-        round noticed (seen in the dev cluster)."""
+        after the start) would end it (SIGHUP's default action), and its NICs would go
+        unanswered until the next round noticed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

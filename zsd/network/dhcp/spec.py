@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from zsd.errors import InvalidArgument
+from zsd.network.model import DOMAIN, IFNAME
 
 MIN_MTU, MAX_MTU = 576, 9000
 MIN_IPV6_MTU = 1280
@@ -30,13 +31,9 @@ MIN_LEASE, MAX_LEASE = 120, 365 * 24 * 3600
 MAX_DNS_SERVERS = 4
 MAX_ROUTES = 16
 _PORT_GROUP = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}(/[a-z0-9][a-z0-9._-]{0,62})?$")
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _A = TypeVar("_A", ipaddress.IPv4Address, ipaddress.IPv6Address)
-_DOMAIN = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,7 +179,7 @@ def validate_scope(scope: DhcpScope, *, prefix: str = "scope") -> DhcpScope:
         raise _bad(f"{prefix}.dns_servers", f"at most {MAX_DNS_SERVERS} DNS servers")
     for k, server in enumerate(scope.dns_servers):
         _address(server, f"{prefix}.dns_servers[{k}]")
-    if scope.domain and not _DOMAIN.fullmatch(scope.domain):
+    if scope.domain and not DOMAIN.fullmatch(scope.domain):
         raise _bad(
             f"{prefix}.domain", f"{scope.domain!r} is not a DNS domain (lowercase labels, e.g. lab.example)"
         )
@@ -349,7 +346,7 @@ def _address(text: str, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Add
 
 
 def _ifname(value: str, field: str) -> None:
-    if not _IFNAME.fullmatch(value):
+    if not IFNAME.fullmatch(value):
         raise _bad(
             field, f"{value!r} is not an interface name: 1-15 of A-Za-z0-9_.- starting with a letter or digit"
         )
