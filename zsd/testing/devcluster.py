@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -214,6 +215,7 @@ class DevCluster:
             plan_host(prefix=self.prefix, state_dir=self.state_dir, index=i) for i in range(1, n + 1)
         )
         self._check_state_dir()
+        self._let_unprivileged_daemons_in()
         taken = [ns for ns in (self.fabric_netns, *(h.netns for h in hosts)) if netfabric.exists(ns)]
         if taken:
             # Not ours to remove from here: `down` with the same prefix cleans them.
@@ -250,6 +252,16 @@ class DevCluster:
         self._set_phase("up")
         log.info("%d host(s) ready in %.1f s", n, time.monotonic() - started)
         return self.describe()
+
+    def _let_unprivileged_daemons_in(self) -> None:
+        """dnsmasq (the hosts' DHCP) drops root and re-reads its files under the state
+        dir as nobody: every directory above them must let others enter (o+x, not
+        listing). pytest's base temp directory, for one, is 0700; zsd refuses to serve
+        DHCP from behind such a directory."""
+        for directory in (*reversed(self.state_dir.parents), self.state_dir):
+            mode = directory.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
     def _check_state_dir(self) -> None:
         """Refuses a directory that is not ours, or that holds a cluster still up."""

@@ -25,3 +25,17 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def unsearchable_by_others(path: Path) -> Path | None:
+    """The first directory from the root down to ``path`` (included) that users other
+    than its owner and group cannot enter (no o+x), or None when all can: a daemon
+    that drops root to an unprivileged user reaches ``path`` only then."""
+    for directory in (*reversed(path.parents), path):
+        try:
+            mode = directory.stat().st_mode
+        except FileNotFoundError:
+            return None  # made later, by us, with o+x
+        if not mode & 0o001:
+            return directory
+    return None

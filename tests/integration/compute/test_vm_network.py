@@ -13,6 +13,7 @@ import libvirt
 import pytest
 
 from tests.integration.compute.clusterkit import (
+    MARK,
     PrivateLibvirtds,
     booted,
     data,
@@ -43,6 +44,12 @@ def interface(hook: PrivateLibvirtds, host: str, vm: str) -> tuple[str, str]:
         return mac.get("address", ""), source.get("bridge", "")
     finally:
         conn.close()
+
+
+def console(dc: DevCluster, host: str, vm: str) -> str:
+    """What the VM's guest printed on its console so far (through ``host``)."""
+    done = zsctl(dc.host(host).endpoint_unix, "vm", "console", vm, timeout=60)
+    return done.stdout if done.returncode == 0 else ""
 
 
 def ruleset(dc: DevCluster, host: str) -> str:
@@ -82,13 +89,12 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     assert vm["nics"][0]["nic"] == "nics/web1-0" and vm["nics"][0]["mac"] == nic["mac"]
     assert interface(hook, "h1", "web1") == (nic["mac"], pg["bridge"])
     eventually(lambda: booted(dc, "h1", "web1"), timeout=120)
-    # h1's DHCP service (dnsmasq in its own namespace on the port group's bridge) now
-    # answers the NIC with exactly its address and the VM's name. (Whether the guest
-    # takes the lease is not asserted: in this test it has not, while the same steps
-    # by hand have; see the closing note of session 7.)
+    # h1's DHCP service (dnsmasq in its own namespace on the port group's bridge)
+    # answers the NIC with exactly its address and the VM's name; the guest takes it.
     hosts = dc.host("h1").root / "run" / "zsd-dhcp" / "lab+web" / "hosts.dhcp"
     entry = f"{nic['mac']},{nic['ip_addresses'][0]},web1"
     eventually(lambda: hosts.exists() and entry in hosts.read_text())
+    eventually(lambda: f"{MARK}lease eth0 10.42.0.2" in console(dc, "h1", "web1"), timeout=90)
     shown = data(dc, "h2", "nic", "show", "web1-0")
     assert (shown["vm"], shown["host"], shown["bridge"]) == ("vms/web1", "hosts/h1", pg["bridge"])
 

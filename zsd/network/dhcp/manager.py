@@ -50,7 +50,7 @@ from zsd.network.dhcp.nft import NftDriver
 from zsd.network.dhcp.plan import DEFAULT_NETNS_PREFIX, ScopePlan, host_veth, plan_scope
 from zsd.network.dhcp.spec import DhcpScope, service_ipv4, validate_scopes
 from zsd.paths import Paths
-from zsd.util.fsutil import write_atomic
+from zsd.util.fsutil import unsearchable_by_others, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +287,20 @@ class DhcpManager:
             )
 
     def _write_files(self, plan: ScopePlan) -> None:
-        # dnsmasq drops root: it re-reads the hosts files as nobody.
+        # dnsmasq drops root: it reads the hosts files as root when it starts, but
+        # re-reads them on SIGHUP as nobody. Behind a directory nobody cannot enter it
+        # would keep serving the NICs it started with and answer no new one, silently
+        # (it logs "permission denied" and keeps the old list): refuse that up front.
         for directory in (self._state_dir, plan.files.dir):
             directory.mkdir(parents=True, exist_ok=True)
             os.chmod(directory, 0o755)
+        blocked = unsearchable_by_others(plan.files.dir)
+        if blocked is not None:
+            raise FailedPrecondition(
+                f"dnsmasq (running as nobody) cannot reach {plan.files.dir}: {blocked} is not "
+                "searchable by others (needs o+x)",
+                reason="DHCP_DIR_NOT_SEARCHABLE",
+            )
         for path, text in (
             (plan.files.dhcp_hosts, plan.dhcp_hosts),
             (plan.files.dns_hosts, plan.dns_hosts),

@@ -3,7 +3,10 @@ restart, repairs, removal, failures."""
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,8 +45,35 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Host:
-    return Host(state_dir=tmp_path / "dhcp")
+def top() -> Iterator[Path]:
+    """A directory everyone can enter. (pytest's tmp_path is under a 0700 one, and the
+    manager refuses a state directory dnsmasq, as nobody, cannot reach: tested below.)"""
+    path = Path(tempfile.mkdtemp(prefix="zsd-dhcp-unit-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+@pytest.fixture
+def host(top: Path) -> Host:
+    return Host(state_dir=top / "dhcp")
+
+
+async def test_a_state_dir_dnsmasq_cannot_reach_is_refused(top: Path) -> None:
+    """dnsmasq re-reads its hosts files as nobody: behind a 0700 directory a new NIC
+    would silently get no answer, so nothing is started there."""
+    closed = top / "closed"
+    closed.mkdir(mode=0o700)
+    host = Host(state_dir=closed / "dhcp")
+    with pytest.raises(FailedPrecondition) as caught:
+        await host.manager().apply([small_scope()])
+    assert caught.value.reason == "DHCP_DIR_NOT_SEARCHABLE" and str(closed) in str(caught.value)
+    assert host.processes.in_netns(DB_NS) == []
+    closed.chmod(0o711)  # enter, not list: enough
+    await host.manager().apply([small_scope()])
+    assert len(host.processes.in_netns(DB_NS)) == 1
 
 
 async def test_first_apply_builds_everything(host: Host) -> None:
