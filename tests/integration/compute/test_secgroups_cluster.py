@@ -98,7 +98,7 @@ def guests(cluster: tuple[DevCluster, PrivateLibvirtds], tmp_path: Path) -> Iter
     ok(dc, "h1", "switch", "create", "lab", "vxlan", "--uplink", "eth0")
     pg = data(
         dc, "h1", "portgroup", "create", "lab/tiers", "--vni", "60", "--subnet", "10.60.0.0/24,gw=10.60.0.1",
-        "--dhcp",
+        "--dhcp", "--domain", "tiers.lab",
     )  # fmt: skip
     define_groups(dc, tmp_path)
     made: list[Guest] = []
@@ -138,7 +138,7 @@ def define_groups(dc: DevCluster, work: Path) -> None:
     for group in ("web", "app", "db"):
         ok(dc, "h1", "secgroup", "create", group)
     ok(dc, "h1", "secgroup", "create", "ops", "--no-members-rule", "--description", "operations")
-    ingress = ("--direction", "ingress", "--protocol")  # fmt: skip
+    ingress = ("--direction", "ingress", "--protocol")
     ok(dc, "h2", "secgroup", "rule", "add", "web", *ingress, "tcp", "--ports", "80")
     ok(dc, "h2", "secgroup", "rule", "add", "web", *ingress, "tcp", "--ports", "443")
     ok(
@@ -212,6 +212,22 @@ def test_three_tiers_across_hosts(
         *(("admin", d) for d in ("web1", "web2", "app1", "db1")),
         ("web1", "web2"), ("web2", "web1"),
     }  # fmt: skip
+
+    # DNS is distributed too: each host's dnsmasq knows every NIC of the port group by
+    # its VM's name, also those on the other host (the service's address is the
+    # subnet's last usable one, the same on every host).
+    for source, name in (("web1", "app1"), ("app1", "db1"), ("admin", "web1")):
+        asked = sh(
+            "ip",
+            "netns",
+            "exec",
+            f"{PREFIX}-g-{source}",
+            "busybox",
+            "nslookup",
+            f"{name}.tiers.lab",
+            "10.60.0.254",
+        )
+        assert LAYOUT[name][1] in asked.stdout, asked.stdout
 
     # Remote-group rules follow membership cluster-wide: web1 (on h1) leaves web, and
     # app1's host (h2) no longer lets it in, while web2 still gets there.
