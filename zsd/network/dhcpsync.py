@@ -114,6 +114,9 @@ class DhcpReconciler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        # Until the state copy has caught up with the leader (empty after a restart),
+        # it asks for no scope: applying that would stop every dnsmasq of this host.
+        await self._control.replica.synced.wait()
         while True:
             try:
                 # Level-triggered: the service changes only what differs (a namespace

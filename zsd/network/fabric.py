@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from zsd.compute.designer import tap_name
 from zsd.network.model import PortGroup, Switch
 
 OWNED_PREFIXES = ("zb", "zv", "zx")
@@ -54,9 +55,20 @@ class FdbEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TapPort:
+    """A VM tap that belongs on a port group's bridge on this host. libvirt plugs it
+    when the VM starts; zsd puts it back if it comes off (a bridge replaced or
+    removed behind zsd's back would otherwise cut the VM off for good)."""
+
+    name: str
+    bridge: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class HostFabric:
     links: tuple[LinkSpec, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
+    taps: tuple[TapPort, ...] = ()
 
     def bridges(self) -> tuple[str, ...]:
         return tuple(link.name for link in self.links if link.kind == "bridge")
@@ -75,15 +87,22 @@ def plan(
     name -> its cluster address (the VXLAN underlay address). ``nic_locations``:
     (port group key, MAC, host) of every NIC whose VM runs somewhere: on VXLAN port
     groups, NICs on other hosts get a static forwarding entry towards their host (so
-    unicast to them is never flooded, and follows a migration with the VM record)."""
+    unicast to them is never flooded, and follows a migration with the VM record);
+    those on this host name the taps that belong on the port groups' bridges."""
     by_name = {s.name: s for s in switches}
     links: list[LinkSpec] = []
     fdb: list[FdbEntry] = []
+    taps: list[TapPort] = []
     for pg in sorted(port_groups, key=lambda g: g.key):
         switch = by_name.get(pg.switch)
         if switch is None or not switch.spans(host):
             continue
         links.append(LinkSpec(name=pg.bridge, kind="bridge", mtu=switch.mtu))
+        taps += [
+            TapPort(name=tap_name(mac), bridge=pg.bridge)
+            for key, mac, where in sorted(nic_locations)
+            if key == pg.key and where == host
+        ]
         uplink = switch.uplink_on(host)
         if switch.kind == "vlan":
             links.append(
@@ -115,7 +134,7 @@ def plan(
             dst = members.get(where, "")
             if key == pg.key and where != host and dst and dst != address:
                 fdb.append(FdbEntry(link=pg.vxlan_link, mac=mac, dst=dst))
-    return HostFabric(links=tuple(links), fdb=tuple(fdb))
+    return HostFabric(links=tuple(links), fdb=tuple(fdb), taps=tuple(taps))
 
 
 def owned(name: str) -> bool:

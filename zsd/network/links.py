@@ -1,21 +1,21 @@
 """Makes this host's kernel hold a ``HostFabric`` (pyroute2, blocking: run it in a
 worker thread). Level-triggered and idempotent: links already right are left alone
-(so VM taps stay on their bridges), wrong ones are replaced, zsd-owned links nothing
-asks for any more are removed (ports before their bridge). What cannot be done now
-(an uplink that does not exist yet) is reported and retried on the next round; the
-rest is applied regardless."""
+(so VM taps stay on their bridges; a tap that came off is put back), wrong ones are
+replaced, zsd-owned links nothing asks for any more are removed (ports before their
+bridge). What cannot be done now (an uplink that does not exist yet) is reported and
+retried on the next round; the rest is applied regardless."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
-from zsd.network.fabric import FLOOD_MAC, VXLAN_PORT, HostFabric, LinkSpec, owned
+from zsd.network.fabric import FLOOD_MAC, VXLAN_PORT, HostFabric, LinkSpec, TapPort, owned
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class Links:
                     log.info("removed %s: no port group needs it here any more", name)
                 except NetlinkError as e:
                     problems.append(f"removing {name}: {e.args[-1] if e.args else e}")
+            problems += self._replug(ipr, fabric.taps, self._links(ipr))
             for link in fabric.links:
                 if link.kind == "vxlan" and link.name in current:
                     index = current[link.name]["index"]
@@ -61,6 +62,22 @@ class Links:
                     problems += self._flood(ipr, index, dsts)
                     known = {e.mac: e.dst for e in fabric.fdb if e.link == link.name and e.mac != FLOOD_MAC}
                     problems += self._static(ipr, index, known)
+        return problems
+
+    @staticmethod
+    def _replug(ipr: Any, taps: Sequence[TapPort], current: dict[str, Any]) -> list[str]:
+        """Puts running VMs' taps that came off back on their bridges (a tap that is
+        not there belongs to a VM not running here now: nothing to do)."""
+        problems = []
+        for tap in taps:
+            link, bridge = current.get(tap.name), current.get(tap.bridge)
+            if link is None or bridge is None or link.get_attr("IFLA_MASTER") == bridge["index"]:
+                continue
+            try:
+                ipr.link("set", index=link["index"], master=bridge["index"])
+                log.info("put tap %s back on bridge %s", tap.name, tap.bridge)
+            except NetlinkError as e:
+                problems.append(f"tap {tap.name} on {tap.bridge}: {e.args[-1] if e.args else e}")
         return problems
 
     @staticmethod

@@ -74,6 +74,10 @@ class FabricReconciler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        # A restarted member's state copy starts empty until the leader's feed has
+        # caught it up: converging to that would remove every bridge, and the taps of
+        # running VMs with them.
+        await self._control.replica.synced.wait()
         while True:
             try:
                 await self.round()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import NetNS  # type: ignore[import-untyped]
 
+from zsd.compute.designer import tap_name
 from zsd.network.fabric import plan
 from zsd.network.links import Links, bridge_ports
 from zsd.network.model import PortGroup, Switch
@@ -115,6 +116,24 @@ def test_converge_repair_and_remove(links: Links) -> None:
     fewer = plan(host="h1", address="198.51.100.1", switches=[LAB], port_groups=[WEB], members=MEMBERS)
     assert links.apply(fewer) == []
     assert DB.bridge not in names() and DB.vxlan_link not in names() and WEB.bridge in names()
+
+
+def test_a_running_vms_tap_that_came_off_is_put_back(links: Links) -> None:
+    """The bridge deleted behind zsd's back (or replaced): made again, and the tap of
+    the VM on this host goes back on it; a tap of a VM not running here is no concern."""
+    mac = "02:00:00:00:00:07"
+    fabric = plan(
+        host="h1", address="198.51.100.1", switches=[LAB], port_groups=[WEB], members=MEMBERS,
+        nic_locations=[(WEB.key, mac, "h1"), (WEB.key, "02:00:00:00:00:08", "h1")],
+    )  # fmt: skip
+    tap = tap_name(mac)
+    ip("link", "add", tap, "type", "veth", "peer", "name", "guest0")
+    assert links.apply(fabric) == []
+    assert sorted(bridge_ports(functools.partial(NetNS, NS), WEB.bridge)) == sorted([tap, WEB.vxlan_link])
+    ip("link", "del", WEB.bridge)
+    assert f"master {WEB.bridge}" not in ip("link", "show", tap)
+    assert links.apply(fabric) == []
+    assert sorted(bridge_ports(functools.partial(NetNS, NS), WEB.bridge)) == sorted([tap, WEB.vxlan_link])
 
 
 def test_what_cannot_be_done_is_reported_and_the_rest_applied(links: Links) -> None:

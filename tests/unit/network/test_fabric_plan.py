@@ -3,7 +3,7 @@ sub-interface or a VXLAN device flooding to every other host carrying the switch
 
 from __future__ import annotations
 
-from zsd.network.fabric import FLOOD_MAC, FdbEntry, LinkSpec, owned, plan
+from zsd.network.fabric import FLOOD_MAC, FdbEntry, LinkSpec, TapPort, owned, plan
 from zsd.network.model import PortGroup, Switch
 
 MEMBERS = {"h1": "192.0.2.1", "h2": "192.0.2.2", "h3": "192.0.2.3"}
@@ -78,6 +78,15 @@ def test_nics_on_other_hosts_get_static_entries_that_follow_them() -> None:
     )  # fmt: skip
     static = [e for e in fabric.fdb if e.mac != FLOOD_MAC]
     assert static == [FdbEntry(link=WEB.vxlan_link, mac="02:00:00:00:00:02", dst="192.0.2.2")]
+    # The NIC here: its VM's tap belongs on the port group's bridge (VLAN or VXLAN).
+    assert fabric.taps == (TapPort(name="zt0000000001", bridge=WEB.bridge),)
+    h2 = plan(
+        host="h2", address="192.0.2.2", switches=[VXLAN, VLAN], port_groups=[WEB, V7],
+        members=MEMBERS, nic_locations=locations,
+    )  # fmt: skip
+    assert set(h2.taps) == {
+        TapPort(name="zt0000000002", bridge=WEB.bridge), TapPort(name="zt0000000004", bridge=V7.bridge),
+    }  # fmt: skip
     moved = [(WEB.key, "02:00:00:00:00:02", "h3")]
     again = plan(
         host="h1",
