@@ -24,7 +24,7 @@ import grpc
 import trio
 
 import zsd
-from zsd.api import computeconv, peerauth, storageconv
+from zsd.api import computeconv, grouphits, peerauth, storageconv
 from zsd.api.gateway import Gateway
 from zsd.api.peers import Peers
 from zsd.api.router import Router
@@ -256,6 +256,12 @@ def _registrar(bridge: Bridge, core: _Core) -> Registrar:
                 router=router,
                 host=core.cluster.host_name,
                 hits=core.firewall.hits if core.firewall is not None else None,
+                peers=peers,
+                members=(
+                    (lambda: grouphits.member_states(member.control.host_views()))
+                    if member is not None
+                    else None
+                ),
             ),
             server,
         )

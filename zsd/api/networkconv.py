@@ -7,9 +7,10 @@ import json
 from collections.abc import Collection, Sequence
 
 from zsd.api.convert import timestamp
+from zsd.api.grouphits import GroupHits, Hit
 from zsd.api.names import host_id
 from zsd.compute.records import VmRecord
-from zsd.errors import InvalidArgument
+from zsd.errors import InvalidArgument, Unavailable
 from zsd.network.model import PortGroup, Subnet, Switch, link_name, validate_switch
 from zsd.network.nics import NicRecord
 from zsd.network.secgroups.rules import RuleSpec
@@ -266,4 +267,47 @@ def security_group_message(record: GroupRecord, nics: Sequence[NicRecord]) -> ne
         rules=[rule_message(r.priority, r.spec) for r in group.rules],
         create_time=timestamp(record.create_time),
         nics=sorted(f"nics/{n.name}" for n in nics if group.name in n.security_groups),
+    )
+
+
+# -- hit counters -----------------------------------------------------------------------
+
+
+def hit_message(hit: Hit) -> network_pb2.SecurityGroupHit:
+    return network_pb2.SecurityGroupHit(
+        priority=hit.priority, direction=hit.direction, packets=hit.packets, bytes=hit.bytes
+    )
+
+
+def host_hits(answer: network_pb2.ListSecurityGroupHitsResponse, host: str) -> tuple[Hit, ...]:
+    """``host``'s answer for its own counters, back into counters to be summed with
+    the others'. A host that could not read its own (its firewall is busy past the
+    deadline, or it has none) answers with itself missing, not with an error: that
+    is raised here, with its reason, rather than counted as zeros."""
+    if f"hosts/{host}" not in answer.hosts:
+        why = next((m for m in answer.missing_hosts if m.host == f"hosts/{host}"), None)
+        if why is None:
+            raise Unavailable(
+                f"host {host} answered for {list(answer.hosts)}, not itself", reason="WRONG_HOST"
+            )
+        raise Unavailable(why.message, reason=why.reason)
+    return tuple(
+        Hit(priority=m.priority, direction=m.direction, packets=m.packets, bytes=m.bytes) for m in answer.hits
+    )
+
+
+def hits_response(result: GroupHits, *, by_host: bool) -> network_pb2.ListSecurityGroupHitsResponse:
+    return network_pb2.ListSecurityGroupHitsResponse(
+        hits=[hit_message(h) for h in result.total],
+        hosts=[f"hosts/{h.host}" for h in result.counted],
+        missing_hosts=[
+            network_pb2.UncountedHost(host=f"hosts/{m.host}", reason=m.reason, message=m.message)
+            for m in result.missing
+        ],
+        host_hits=[
+            network_pb2.HostSecurityGroupHits(host=f"hosts/{h.host}", hits=[hit_message(x) for x in h.hits])
+            for h in result.counted
+        ]
+        if by_host
+        else [],
     )

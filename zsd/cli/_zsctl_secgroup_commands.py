@@ -7,7 +7,7 @@ NICs they guard.
     zsctl secgroup rule delete web 1
     zsctl secgroup export web > web.json ; zsctl secgroup import app web.json
     zsctl secgroup attach web1-0 web [--position 0] ; zsctl secgroup detach web1-0 web
-    zsctl secgroup hits web
+    zsctl secgroup hits web [--host h2 | --by-host]
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from google.protobuf import field_mask_pb2
 
 from zsd.v1 import network_pb2
 
-from ._zsctl_commands import Api, Console, collect_pages
+from ._zsctl_commands import Api, Console, collect_pages, resource_name
 from ._zsctl_output import EMPTY
 from ._zsctl_storage_commands import NounFactory
 
 GROUP_COLUMNS = ("NAME", "RULES", "MEMBERS RULE", "NICS", "DESCRIPTION")
 RULE_COLUMNS = ("PRIORITY", "DIRECTION", "ETHERTYPE", "PROTOCOL", "PORTS/ICMP", "REMOTE", "ACTION")
 HIT_COLUMNS = ("PRIORITY", "DIRECTION", "PACKETS", "BYTES")
+HOST_HIT_COLUMNS = ("HOST", *HIT_COLUMNS)
 
 
 def group_name(text: str) -> str:
@@ -222,15 +223,44 @@ def cmd_secgroup_detach(args: argparse.Namespace, api: Api, console: Console) ->
     return 0
 
 
-def cmd_secgroup_hits(args: argparse.Namespace, api: Api, console: Console) -> int:
-    request = network_pb2.ListSecurityGroupHitsRequest(name=group_name(args.name))
-    response = api.network.ListSecurityGroupHits(request, timeout=api.timeout)
-    rows = [
+def hit_rows(hits: Sequence[network_pb2.SecurityGroupHit]) -> list[list[str]]:
+    return [
         ["members" if h.priority < 0 else str(h.priority), h.direction, str(h.packets), str(h.bytes)]
-        for h in response.hits
+        for h in hits
     ]
-    console.many(response.hits, HIT_COLUMNS, rows)
-    return 0
+
+
+def hosts_footer(response: network_pb2.ListSecurityGroupHitsResponse) -> list[str]:
+    """Which hosts the counters come from, and which are not in them (and why)."""
+    counted = [h.removeprefix("hosts/") for h in response.hosts]
+    lines = [
+        f"counted on {len(counted)} host{'s' if len(counted) != 1 else ''}: {', '.join(counted) or EMPTY}"
+    ]
+    lines += [
+        f"missing {m.host.removeprefix('hosts/')}: {m.reason}: {m.message}" for m in response.missing_hosts
+    ]
+    return lines
+
+
+def cmd_secgroup_hits(args: argparse.Namespace, api: Api, console: Console) -> int:
+    request = network_pb2.ListSecurityGroupHitsRequest(
+        name=group_name(args.name),
+        host=resource_name("hosts", args.host) if args.host else "",
+        by_host=args.by_host,
+    )
+    response = api.network.ListSecurityGroupHits(request, timeout=api.timeout)
+    if console.fmt != "table":
+        console.one(response)
+    elif args.by_host:
+        rows = [[h.host.removeprefix("hosts/"), *row] for h in response.host_hits for row in hit_rows(h.hits)]
+        console.many(response.host_hits, HOST_HIT_COLUMNS, rows)
+    else:
+        console.many(response.hits, HIT_COLUMNS, hit_rows(response.hits))
+    if console.fmt == "table":
+        for line in hosts_footer(response):
+            console.line(line)
+    # Nothing counted because no host answered is a failure; a group no VM uses counts nothing too.
+    return 1 if response.missing_hosts and not response.hosts else 0
 
 
 def _rule_arguments(parser: argparse.ArgumentParser) -> None:
@@ -298,6 +328,13 @@ def add_secgroup_noun(noun: NounFactory) -> None:
     detach = groups.verb("detach", "remove the group from a NIC", cmd_secgroup_detach)
     detach.add_argument("nic", metavar="NIC")
     detach.add_argument("group", metavar="GROUP")
-    groups.verb("hits", "per-rule hit counters on the serving host", cmd_secgroup_hits).add_argument(
-        "name", metavar="GROUP"
+    hits = groups.verb(
+        "hits",
+        "per-rule hit counters summed over the hosts running the group's NICs "
+        "(exit 1 when none of them answered)",
+        cmd_secgroup_hits,
     )
+    hits.add_argument("name", metavar="GROUP")
+    where = hits.add_mutually_exclusive_group()
+    where.add_argument("--host", metavar="HOST", help="one host's counters only ('-': the serving host)")
+    where.add_argument("--by-host", action="store_true", help="each host's counters on its own rows")

@@ -412,16 +412,27 @@ class ListSecurityGroupHitsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    BY_HOST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """securityGroups/{group}"""
+    host: _builtins.str
+    """Empty: the sum over every host that runs a NIC of the group. "hosts/{host}" (or
+    "hosts/-", the serving host): that host's counters only, whether or not it runs
+    one of the group's NICs.
+    """
+    by_host: _builtins.bool
+    """Also list each counted host's own counters (host_hits)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        host: _builtins.str = ...,
+        by_host: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_host", b"by_host", "host", b"host", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -429,6 +440,8 @@ Global___ListSecurityGroupHitsRequest: _TypeAlias = ListSecurityGroupHitsRequest
 
 @_typing.final
 class SecurityGroupHit(_message.Message):
+    """One counter: what one rule decided in one direction."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PRIORITY_FIELD_NUMBER: _builtins.int
@@ -436,10 +449,15 @@ class SecurityGroupHit(_message.Message):
     PACKETS_FIELD_NUMBER: _builtins.int
     BYTES_FIELD_NUMBER: _builtins.int
     priority: _builtins.int
-    """-1: the built-in members rule."""
+    """The rule's priority; -1: the built-in members rule."""
     direction: _builtins.str
+    """"ingress" (towards the NIC) or "egress" (from it)."""
     packets: _builtins.int
+    """Packets the rule decided: the first of each connection (the rest pass as
+    established).
+    """
     bytes: _builtins.int
+    """The bytes of those packets."""
     def __init__(
         self,
         *,
@@ -457,15 +475,19 @@ class SecurityGroupHit(_message.Message):
 Global___SecurityGroupHit: _TypeAlias = SecurityGroupHit  # noqa: Y015
 
 @_typing.final
-class ListSecurityGroupHitsResponse(_message.Message):
+class HostSecurityGroupHits(_message.Message):
+    """What one host's kernel counted for the group."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HOST_FIELD_NUMBER: _builtins.int
     HITS_FIELD_NUMBER: _builtins.int
     host: _builtins.str
-    """The host whose kernel counted (the serving host)."""
+    """"hosts/{host}" """
     @_builtins.property
-    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecurityGroupHit]: ...
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecurityGroupHit]:
+        """By priority, then direction; only the counters that host has."""
+
     def __init__(
         self,
         *,
@@ -475,6 +497,81 @@ class ListSecurityGroupHitsResponse(_message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostSecurityGroupHits: _TypeAlias = HostSecurityGroupHits  # noqa: Y015
+
+@_typing.final
+class UncountedHost(_message.Message):
+    """A host that should have been counted and is not in the sum."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """"hosts/{host}" """
+    reason: _builtins.str
+    """Why, for programs: DEADLINE_EXCEEDED (no answer within the per-host deadline),
+    HOST_DOWN (gossip says it is dead or has left, so it was not asked),
+    HOST_UNREACHABLE, or the ErrorInfo reason of the error it answered.
+    """
+    message: _builtins.str
+    """Why, for people."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UncountedHost: _TypeAlias = UncountedHost  # noqa: Y015
+
+@_typing.final
+class ListSecurityGroupHitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    MISSING_HOSTS_FIELD_NUMBER: _builtins.int
+    HOST_HITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecurityGroupHit]:
+        """Summed over the hosts in ``hosts``: one entry per (priority, direction) any of
+        them counted, by priority, then direction.
+        """
+
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The hosts whose counters are in ``hits`` ("hosts/{host}", sorted)."""
+
+    @_builtins.property
+    def missing_hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___UncountedHost]:
+        """The hosts that were asked (or should have been) and are not in ``hits``, sorted."""
+
+    @_builtins.property
+    def host_hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostSecurityGroupHits]:
+        """by_host only: each host of ``hosts`` with its own counters, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___SecurityGroupHit] | None = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        missing_hosts: _abc.Iterable[Global___UncountedHost] | None = ...,
+        host_hits: _abc.Iterable[Global___HostSecurityGroupHits] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "host_hits", b"host_hits", "hosts", b"hosts", "missing_hosts", b"missing_hosts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

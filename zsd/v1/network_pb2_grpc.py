@@ -304,7 +304,12 @@ class NetworkServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSecurityGroupHits(self, request, context):
-        """Per-rule hit counters as the serving host's kernel counted them.
+        """Per-rule hit counters. Each host counts for the NICs it runs, so by default the
+        serving host asks every host that runs a NIC of the group (at once, each within
+        2 s or the call's deadline if sooner) and sums what they counted; a host that
+        does not answer is listed in missing_hosts (the call still succeeds). With
+        ``host``: that host's counters only. INVALID_ARGUMENT (field "host") for a
+        malformed host name, NOT_FOUND HOST_NOT_FOUND for a host that is no member.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -83,7 +83,13 @@ class NetworkServiceStub:
     lists every bad rule (rules[i].field: why).
     """
     ListSecurityGroupHits: _grpc.UnaryUnaryMultiCallable[_network_pb2.ListSecurityGroupHitsRequest, _network_pb2.ListSecurityGroupHitsResponse]
-    """Per-rule hit counters as the serving host's kernel counted them."""
+    """Per-rule hit counters. Each host counts for the NICs it runs, so by default the
+    serving host asks every host that runs a NIC of the group (at once, each within
+    2 s or the call's deadline if sooner) and sums what they counted; a host that
+    does not answer is listed in missing_hosts (the call still succeeds). With
+    ``host``: that host's counters only. INVALID_ARGUMENT (field "host") for a
+    malformed host name, NOT_FOUND HOST_NOT_FOUND for a host that is no member.
+    """
 
 @_typing.type_check_only
 class NetworkServiceAsyncStub(NetworkServiceStub):
@@ -132,7 +138,13 @@ class NetworkServiceAsyncStub(NetworkServiceStub):
     lists every bad rule (rules[i].field: why).
     """
     ListSecurityGroupHits: _aio.UnaryUnaryMultiCallable[_network_pb2.ListSecurityGroupHitsRequest, _network_pb2.ListSecurityGroupHitsResponse]  # type: ignore[assignment]
-    """Per-rule hit counters as the serving host's kernel counted them."""
+    """Per-rule hit counters. Each host counts for the NICs it runs, so by default the
+    serving host asks every host that runs a NIC of the group (at once, each within
+    2 s or the call's deadline if sooner) and sums what they counted; a host that
+    does not answer is listed in missing_hosts (the call still succeeds). With
+    ``host``: that host's counters only. INVALID_ARGUMENT (field "host") for a
+    malformed host name, NOT_FOUND HOST_NOT_FOUND for a host that is no member.
+    """
 
 class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -316,6 +328,12 @@ class NetworkServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _network_pb2.ListSecurityGroupHitsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_network_pb2.ListSecurityGroupHitsResponse, _abc.Awaitable[_network_pb2.ListSecurityGroupHitsResponse]]:
-        """Per-rule hit counters as the serving host's kernel counted them."""
+        """Per-rule hit counters. Each host counts for the NICs it runs, so by default the
+        serving host asks every host that runs a NIC of the group (at once, each within
+        2 s or the call's deadline if sooner) and sums what they counted; a host that
+        does not answer is listed in missing_hosts (the call still succeeds). With
+        ``host``: that host's counters only. INVALID_ARGUMENT (field "host") for a
+        malformed host name, NOT_FOUND HOST_NOT_FOUND for a host that is no member.
+        """
 
 def add_NetworkServiceServicer_to_server(servicer: NetworkServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -115,9 +115,13 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     attached = data(dc, "h2", "secgroup", "attach", "web1-0", "pingable")
     assert attached["security_groups"] == ["securityGroups/pingable"]
     eventually(lambda: "pingable" in ruleset(dc, "h1"))
-    # The rule is counted where the NIC is (its VM's host), per direction.
-    hits = data(dc, "h1", "secgroup", "hits", "pingable")
+    # The rule is counted where the NIC is (its VM's host), per direction; any host
+    # answers with the sum over the hosts that count (h2 asks h1), or one host's own.
+    summed = data(dc, "h2", "secgroup", "hits", "pingable")
+    assert (summed["hosts"], summed["missing_hosts"]) == (["hosts/h1"], []), summed
+    hits = summed["hits"]
     assert [h.get("direction") for h in hits if h.get("priority", 0) == 0] == ["ingress"], hits
+    assert data(dc, "h1", "secgroup", "hits", "pingable", "--host", "h2")["hits"] == []
     assert "SECURITY_GROUP_IN_USE" in refused(dc, "secgroup", "delete", "pingable")
     ok(dc, "h1", "secgroup", "detach", "web1-0", "pingable")
     eventually(lambda: "pingable" not in ruleset(dc, "h1"))

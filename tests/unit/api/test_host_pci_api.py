@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -21,6 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.fakes import sample_facts
+from tests.unit.api.served import api_server
 from zsd.api.gateway import Gateway
 from zsd.api.services.hosts import HostService
 from zsd.cli.zsctl import main as zsctl_main
@@ -135,22 +137,11 @@ async def serve(
             devices_in_use=lambda: in_use or {},
         )
 
-        async def start() -> grpc.aio.Server:
-            server = grpc.aio.server()
-            host_pb2_grpc.add_HostServiceServicer_to_server(service, server)
-            server.add_insecure_port(f"unix:{socket}")
-            await server.start()
-            return server
-
-        server = await bridge.to_asyncio.run(start())
-        channel = grpc.insecure_channel(f"unix:{socket}")
-        try:
+        register = partial(host_pb2_grpc.add_HostServiceServicer_to_server, service)
+        async with api_server(bridge, socket, register) as channel:
             yield Served(
                 sysfs=sysfs, collector=collector, socket=socket, hosts=host_pb2_grpc.HostServiceStub(channel)
             )
-        finally:
-            channel.close()
-            await bridge.to_asyncio.run(server.stop(0))
 
 
 @pytest.fixture
@@ -173,7 +164,7 @@ def details(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, str]:
     assert status is not None
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
-    return error.code(), info.reason, info.metadata.get("field", ""), error.details()  # type: ignore[attr-defined]
+    return error.code(), info.reason, info.metadata.get("field", ""), error.details() or ""
 
 
 async def test_set_vfs_returns_the_pf_as_the_refreshed_inventory_lists_it(served: Served) -> None:

@@ -1,33 +1,50 @@
 """NetworkService: distributed switches and port groups. Writes go to the leader (the
 Router), which checks them against the cluster state (``NetworkCatalog``); reads answer
 from this host's copy of cluster.db. Every member realises the result in its kernel
-(``zsd.network.reconciler``)."""
+(``zsd.network.reconciler``). Security-group hit counters are each host's own: the
+serving host gathers them from the hosts that count them (``zsd.api.grouphits``)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
-from zsd.api import networkconv, paging
+from zsd.api import grouphits, networkconv, paging
 from zsd.api.gateway import Gateway
+from zsd.api.grouphits import Hit
+from zsd.api.names import host_id
 from zsd.api.names import request_id as check_request_id
-from zsd.api.router import Router
-from zsd.errors import FailedPrecondition, InvalidArgument
+from zsd.api.router import Router, forwarded
+from zsd.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from zsd.network.catalog import NetworkCatalog
 from zsd.network.secgroups.group import SecurityGroup
-from zsd.network.secgroups.hostmodel import HitCount, MembersRuleRef, RuleRef
+from zsd.network.secgroups.hostmodel import HitCount
 from zsd.network.secgroups.transfer import export_rules, import_rules
 from zsd.v1 import network_pb2, network_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[object, object]
 _METHOD = "/zsd.v1.NetworkService/"
 R = TypeVar("R", bound=Message)
+
+
+class PeerCalls(Protocol):
+    """What the service needs of ``zsd.api.peers.Peers``: a call on a named member."""
+
+    async def call(
+        self,
+        host: str,
+        method: str,
+        request: Message,
+        response_type: Callable[[bytes], R],
+        *,
+        timeout: float | None,
+    ) -> R: ...
 
 
 class NetworkService(network_pb2_grpc.NetworkServiceServicer):
@@ -39,12 +56,21 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
         router: Router | None,
         host: str = "",
         hits: Callable[[], Awaitable[tuple[HitCount, ...]]] | None = None,
+        peers: PeerCalls | None = None,
+        members: Callable[[], Mapping[str, str]] | None = None,
+        host_deadline: float = grouphits.HOST_DEADLINE,
     ) -> None:
         """``catalog``, ``router``: None when this zsd is no cluster member (then every
         call is refused: switches live in cluster.db). ``hits``: this host's firewall
-        counters (``host`` names it in answers)."""
+        counters (``host`` names it in answers). ``peers``, ``members`` (trio side:
+        every member -> its gossip state here, "" when unknown): how the other hosts'
+        counters are asked for; without them, only this host's are counted.
+        ``host_deadline``: seconds each host has to answer."""
         self._host = host
         self._hits = hits
+        self._peers = peers
+        self._members = members
+        self._host_deadline = host_deadline
         self._gw = gateway
         self._catalog = catalog
         self._router = router
@@ -476,25 +502,58 @@ class NetworkService(network_pb2_grpc.NetworkServiceServicer):
             req: network_pb2.ListSecurityGroupHitsRequest,
         ) -> network_pb2.ListSecurityGroupHitsResponse:
             name = networkconv.security_group_id(req.name)
+            host = host_id(req.host, field="host") if req.host else ""
             catalog, _ = self._parts()
-            await self._gw.trio_sync(lambda: catalog.security_group(name))
+            # A host asked by another answers with its own counters, never asks further.
+            mine = forwarded(context) or host in ("-", self._host)
+            hosts, gossip = await self._gw.trio_sync(
+                lambda: self._counting_hosts(catalog, name, self._host if mine else host)
+            )
+
+            async def ask(target: str, timeout: float) -> tuple[Hit, ...]:
+                return await self._host_hits(context, name, target, timeout)
+
+            timeout = grouphits.per_host_timeout(context.time_remaining(), limit=self._host_deadline)
+            result = await grouphits.collect(hosts, ask, timeout=timeout, gossip=gossip)
+            return networkconv.hits_response(result, by_host=req.by_host)
+
+        return await self._gw.handle(context, run, request)
+
+    def _counting_hosts(
+        self, catalog: NetworkCatalog, group: str, host: str
+    ) -> tuple[tuple[str, ...], dict[str, str]]:
+        """(trio side) The hosts to ask for ``group``'s counters (``host`` alone if
+        given), and the gossip state of those that are gone."""
+        catalog.security_group(group)
+        members = dict(self._members()) if self._members is not None else {self._host: ""}
+        if host and host not in members:
+            raise NotFound(
+                f"host 'hosts/{host}' is not a member of this cluster", field="host", reason="HOST_NOT_FOUND"
+            )
+        hosts = (host,) if host else grouphits.counting_hosts(catalog.nics(), catalog.nic_users(), group)
+        # This host answers for itself whatever gossip says of it.
+        gone = {
+            h: members.get(h, "") for h in hosts if h != self._host and members.get(h, "") in grouphits.GONE
+        }
+        return hosts, gone
+
+    async def _host_hits(self, context: Ctx, group: str, host: str, timeout: float) -> tuple[Hit, ...]:
+        """``group``'s counters as ``host`` counted them (ZsdError when it cannot tell)."""
+        if host == self._host:
             if self._hits is None:
                 raise FailedPrecondition("this host enforces no security groups", reason="NO_FIREWALL")
             counts = await self._gw.trio(context, self._hits)
-            hits = [
-                network_pb2.SecurityGroupHit(
-                    priority=h.ref.priority if isinstance(h.ref, RuleRef) else -1,
-                    direction=h.ref.direction.value,
-                    packets=h.packets,
-                    bytes=h.bytes,
-                )
-                for h in counts
-                if isinstance(h.ref, RuleRef | MembersRuleRef) and h.ref.group == name
-            ]
-            hits.sort(key=lambda h: (h.priority, h.direction))
-            return network_pb2.ListSecurityGroupHitsResponse(host=f"hosts/{self._host}", hits=hits)
-
-        return await self._gw.handle(context, run, request)
+            return grouphits.group_hits(counts, group)
+        if self._peers is None:
+            raise Unavailable(f"this host cannot ask host {host}", reason="HOST_UNREACHABLE")
+        answer = await self._peers.call(
+            host,
+            _METHOD + "ListSecurityGroupHits",
+            network_pb2.ListSecurityGroupHitsRequest(name=f"securityGroups/{group}", host=f"hosts/{host}"),
+            network_pb2.ListSecurityGroupHitsResponse.FromString,
+            timeout=timeout,
+        )
+        return networkconv.host_hits(answer, host)
 
     # -- NIC updates ---------------------------------------------------------------------
 
