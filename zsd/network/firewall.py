@@ -8,13 +8,18 @@ count, wherever its VM runs.
 Every NIC of a VM here is filtered, also one in no group: its defaults apply
 (ingress deny, egress allow unless changed), and DHCP and IPv6 neighbour discovery
 pass as the compiler documents. NICs of no VM (created, not used) are not here.
+
+Each NIC's connections are tracked in its port group's conntrack zone (the bridge,
+named from the port-group key the NIC record holds). After every apply, the
+connections the new policy no longer admits are deleted (``revocation``), so
+revoking access ends established connections too.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +28,14 @@ import trio
 from zsd.cluster.control import ClusterControl
 from zsd.compute.designer import tap_name
 from zsd.compute.records import KIND_VM, VmRecord
+from zsd.network.model import link_name
 from zsd.network.nics import KIND_NIC, NicRecord, decode_all
 from zsd.network.secgroups.compiler import Compiler
+from zsd.network.secgroups.ctnetlink import KernelConntrack
 from zsd.network.secgroups.group import SecurityGroup
 from zsd.network.secgroups.hostmodel import HitCount, HostFirewall, HostNic, membership
 from zsd.network.secgroups.nftapply import RulesetApplier, enable_bridge_netfilter, libnftables
+from zsd.network.secgroups.revocation import ConntrackTable, Revoker
 from zsd.network.secgroups.rules import Action
 from zsd.network.secrecords import KIND_SECGROUP
 from zsd.network.secrecords import decode_all as decode_groups
@@ -68,6 +76,8 @@ def host_firewall(
                     groups=tuple(g for g in nic.security_groups if g in groups),
                     ingress_default=Action(nic.ingress_default),
                     egress_default=Action(nic.egress_default),
+                    # PortGroup.bridge without the record: the NIC holds the port group's key
+                    bridge=link_name("zb", nic.port_group),
                 )
             )
     return HostFirewall(nics=tuple(host_nics), groups=groups, members=membership(members))
@@ -81,13 +91,16 @@ class FirewallReconciler:
         host: str,
         procfs: Path = Path("/proc"),
         resync: float = 30.0,
+        conntrack: Callable[[], ConntrackTable] = KernelConntrack,
     ) -> None:
         self._control = control
         self._host = host
         self._procfs = procfs
         self._resync = resync
+        self._conntrack = conntrack
         self._compiler = Compiler()
         self._applier: RulesetApplier | None = None
+        self._revoker = Revoker()
         self._lock = trio.Lock()
         self.problem = ""
 
@@ -109,7 +122,23 @@ class FirewallReconciler:
         if self._applier is None:
             enable_bridge_netfilter(self._procfs)
             self._applier = RulesetApplier(libnftables())
-        self._applier.apply(self._compiler.compile(desired))
+        compiled = self._compiler.compile(desired)
+        self._applier.apply(compiled)
+        # after the apply (not part of the transaction): new connections are already
+        # judged by the new ruleset while the old ones are looked at
+        table = self._conntrack()
+        try:
+            report = self._revoker.after_apply(table, firewall=desired, zones=compiled.zones)
+        finally:
+            table.close()
+        if report.deleted:
+            log.info(
+                "security groups: %d connection(s) no longer allowed ended (%d NICs, %d entries, %.0f ms)",
+                report.deleted,
+                report.nics,
+                report.seen,
+                report.seconds * 1000,
+            )
 
     async def round(self) -> None:
         desired = self.desired()

@@ -7,6 +7,10 @@ in web; ext (anything, like the uplink) and admin (the operations workstation)
 are bridge ports but not zsd NICs. An agent process in each endpoint answers TCP
 on every port the tiers use (the reply proves replies pass) and probes paths in
 parallel, so the whole matrix costs about one timeout.
+
+Two more labs of the same kind: two port groups (two bridges) whose endpoints have
+the same addresses, for conntrack zones; and held connections that must end when
+access is revoked.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,13 @@ from typing import Any
 import pytest
 
 from tests.unit.network.secgroups import netlab
-from tests.unit.network.secgroups.hosts import three_tier
+from tests.unit.network.secgroups.hosts import tcp_in, three_tier
 from tests.unit.network.secgroups.netlab import Agent, Endpoint
 from zsd.errors import ZsdError
+from zsd.network.secgroups.admission import Flow
 from zsd.network.secgroups.compiler import TABLE, Compiler
+from zsd.network.secgroups.ctnetlink import KernelConntrack
+from zsd.network.secgroups.group import new_group
 from zsd.network.secgroups.hostmodel import (
     CompiledRuleset,
     DefaultRef,
@@ -37,8 +44,9 @@ from zsd.network.secgroups.hostmodel import (
     RuleRef,
     membership,
 )
-from zsd.network.secgroups.nftapply import RulesetApplier, libnftables
+from zsd.network.secgroups.nftapply import RulesetApplier, in_netns, libnftables
 from zsd.network.secgroups.nftobjects import Chain, Ruleset
+from zsd.network.secgroups.revocation import Revoker, SweepReport
 from zsd.network.secgroups.rules import Action, Direction, EtherType, PortRange, Protocol, RuleSpec
 
 pytestmark = pytest.mark.integration
@@ -71,7 +79,9 @@ def lab() -> Iterator[dict[str, Agent]]:
 
 def nic(name: str, **changes: Any) -> HostNic:
     ep = EPS[name]
-    base = HostNic(port=ep.port, mac=ep.mac, ipv4=(ep.ipv4,), ipv6=(ep.ipv6,), groups=TIER_GROUPS[name])
+    base = HostNic(
+        port=ep.port, mac=ep.mac, ipv4=(ep.ipv4,), ipv6=(ep.ipv6,), groups=TIER_GROUPS[name], bridge=ep.bridge
+    )
     return replace(base, **changes)
 
 
@@ -258,3 +268,141 @@ def _with_broken_chain(compiled: CompiledRuleset) -> CompiledRuleset:
     bad = Chain(name="broken", rules=(({"jump": {"target": "no-such-chain"}},),))
     inet = replace(inet, chains=(*inet.chains, bad))
     return replace(compiled, ruleset=Ruleset(tables=(bridge, inet)))
+
+
+# -- conntrack zones and revocation ---------------------------------------------------------
+
+ECHO_OPEN, ECHO_REVOKED = 7001, 7002
+PG_EPS = {
+    e.name: e
+    for e in (
+        # the same addresses in both port groups (bridges zbt1, zbt2): overlapping subnets
+        Endpoint("c1", "10.72.0.1", "fd72::1", "52:54:00:72:00:01", bridge="zbt1"),
+        Endpoint("s1", "10.72.0.10", "fd72::10", "52:54:00:72:00:10", bridge="zbt1"),
+        Endpoint("c2", "10.72.0.1", "fd72::1", "52:54:00:72:01:01", bridge="zbt2"),
+        Endpoint("s2", "10.72.0.10", "fd72::10", "52:54:00:72:01:10", bridge="zbt2"),
+    )
+}
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "nft")):
+        pytest.skip("needs root, iproute2 and nftables")
+
+
+def _flows(ns: str, zones: list[int]) -> list[Flow]:
+    def read() -> list[Flow]:
+        table = KernelConntrack()
+        try:
+            return list(table.flows(zones))
+        finally:
+            table.close()
+
+    return in_netns(ns, read)
+
+
+def test_port_groups_with_the_same_addresses_keep_their_own_connection_state() -> None:
+    _needs_root()
+    udp_in = RuleSpec(direction=Direction.INGRESS, protocol=Protocol.UDP, port_range=PortRange.single(5353))
+    groups = {
+        "open": new_group("open", [tcp_in(80), udp_in], known_groups=set()),
+        "shut": new_group("shut", [tcp_in(80)], known_groups=set()),
+    }
+
+    def server(name: str, group: str, *, zoned: bool) -> HostNic:
+        ep = PG_EPS[name]
+        bridge = ep.bridge if zoned else ""
+        return HostNic(
+            port=ep.port, mac=ep.mac, ipv4=(ep.ipv4,), ipv6=(ep.ipv6,), groups=(group,), bridge=bridge
+        )
+
+    def host(*, zoned: bool) -> HostFirewall:
+        # s1 takes UDP 5353, s2 does not; the clients are bridge ports, not zsd NICs
+        nics = (server("s1", "open", zoned=zoned), server("s2", "shut", zoned=zoned))
+        return HostFirewall(nics=nics, groups=groups, members=membership(nics))
+
+    with netlab.lab(f"{PREFIX}z", list(PG_EPS.values()), [80]) as made:
+        agents = made.agents
+        for name in ("s1", "s2"):
+            agents[name].ask(op="echo", ports=[5353])
+        applier = RulesetApplier(libnftables(made.bridge_ns))
+        compiler = Compiler()
+        server_v4 = PG_EPS["s1"].ipv4
+
+        # Without zones both port groups share one table: c2's datagram to s2, which s2
+        # refuses, has the tuple of c1's allowed one to s1 and passes as its reply.
+        applier.apply(compiler.compile(host(zoned=False)))
+        assert agents["c1"].ask(op="udp", targets=[[server_v4, 5353, 40001]], timeout=TIMEOUT) == [True]
+        leaked = agents["c2"].ask(
+            op="udp", targets=[[server_v4, 5353, 40001], [server_v4, 5353, 40002]], timeout=TIMEOUT
+        )
+        assert leaked == [True, False]
+
+        # One zone per port group: the same tuple is two connections, each judged by its own NIC.
+        compiled = compiler.compile(host(zoned=True))
+        assert applier.apply(compiled).mode == "diff"  # zone chains and map elements added
+        zone1, zone2 = compiled.zones["zbt1"], compiled.zones["zbt2"]
+        assert zone1 != zone2
+        assert agents["c1"].ask(op="udp", targets=[[server_v4, 5353, 40011]], timeout=TIMEOUT) == [True]
+        assert agents["c2"].ask(op="udp", targets=[[server_v4, 5353, 40011]], timeout=TIMEOUT) == [False]
+        # real TCP still passes in both, and each port group's connection is in its zone
+        for client in ("c1", "c2"):
+            assert agents[client].ask(op="probe", targets=[[server_v4, 80, None]], timeout=TIMEOUT) == [True]
+        tcp80 = {(f.zone, f.src, f.dst) for f in _flows(made.bridge_ns, [zone1, zone2]) if f.dport == 80}
+        assert tcp80 == {(zone1, "10.72.0.1", server_v4), (zone2, "10.72.0.1", server_v4)}
+        udp = {(f.zone, f.sport) for f in _flows(made.bridge_ns, [zone1, zone2]) if f.proto == 17}
+        assert udp == {(zone1, 40011)}  # c2's refused datagram left no entry
+
+
+def test_revoking_access_ends_established_connections_and_only_those(lab: dict[str, Agent]) -> None:
+    echo = [tcp_in(ECHO_OPEN), tcp_in(ECHO_REVOKED)]
+    base = firewall(nic("web"), nic("app"))
+    groups = dict(base.groups)
+    known = set(groups)
+    groups["web"] = groups["web"].replace_rules([*groups["web"].specs, *echo], known_groups=known)
+    before = replace(base, groups=groups)
+    applier = RulesetApplier(libnftables(BRIDGE_NS))
+    compiled = Compiler().compile(before)
+    applier.apply(compiled)
+    revoker = Revoker()
+
+    def revoke(desired: HostFirewall, zones: Mapping[str, int]) -> SweepReport:
+        def run() -> SweepReport:
+            table = KernelConntrack()
+            try:
+                return revoker.after_apply(table, firewall=desired, zones=zones)
+            finally:
+                table.close()
+
+        return in_netns(BRIDGE_NS, run)
+
+    lab["web"].ask(op="echo", ports=[ECHO_OPEN, ECHO_REVOKED])
+    web = EPS["web"].ipv4
+    assert revoke(before, compiled.zones).deleted == 0  # the first sweep: everything still allowed
+    ext = lab["ext"]
+    assert ext.ask(op="hold", name="open", host=web, port=ECHO_OPEN, timeout=TIMEOUT)
+    assert ext.ask(op="hold", name="revoked", host=web, port=ECHO_REVOKED, timeout=TIMEOUT)
+    assert lab["app"].ask(op="hold", name="app", host=web, port=ECHO_REVOKED, timeout=TIMEOUT)
+
+    # the rule allowing 7002 removed: a new ruleset alone keeps established connections
+    revoked_at = len(groups["web"].rules) - 1
+    after_groups = dict(groups)
+    after_groups["web"] = groups["web"].delete_rule(revoked_at)
+    after = replace(before, groups=after_groups)
+    compiled = Compiler(previous=compiled).compile(after)
+    assert applier.apply(compiled).mode == "diff"
+    assert ext.ask(op="check", names=["open", "revoked"], timeout=TIMEOUT) == [True, True]
+
+    report = revoke(after, compiled.zones)
+    assert report.deleted == 2 and report.nics == 1  # ext's and app's connections to 7002; web only judged
+    # web (whose egress allows anything) speaks first: conntrack would pick the
+    # connection up in web's direction, and ext's data would pass as its reply, but
+    # new TCP that is no SYN is dropped
+    assert lab["web"].ask(op="push", port=ECHO_REVOKED) == 2
+    assert ext.ask(op="check", names=["open", "revoked"], timeout=TIMEOUT) == [True, False]
+    assert lab["app"].ask(op="check", names=["app"], timeout=TIMEOUT) == [False]
+    assert ext.ask(op="hold", name="open-again", host=web, port=ECHO_OPEN, timeout=TIMEOUT)
+    assert not ext.ask(op="hold", name="revoked-again", host=web, port=ECHO_REVOKED, timeout=TIMEOUT)
+    # nothing changed since: a sweep judges no NIC and reads nothing
+    again = revoke(after, compiled.zones)
+    assert (again.nics, again.seen, again.deleted) == (0, 0, 0)

@@ -29,10 +29,23 @@ a packet came from or goes to through the packet mark:
 - ``inet forward`` (priority 0): ``meta mark vmap`` jumps to the receiving NIC's
   ingress chain.
 
+Before all of these, ``inet prerouting`` and ``output`` at priority -300 (before
+conntrack at -200) put a packet in its port group's conntrack zone (:mod:`zones`):
+an ``iifname`` (``oifname`` for the host's own packets) verdict map jumps to a
+chain ``zone_<n>`` that sets ``ct zone``. For bridged packets the inet hooks see
+the bridge as ``iifname`` (``nft monitor trace`` shows ``iif "zb..."`` for frames
+from any port), and a port group is one bridge, so every connection of a port
+group, both directions and the host's replies included, lives in one zone, and
+the same addresses in two port groups are two connections. (libnftables JSON
+1.0.6 cannot declare a map whose data is a ct zone, hence the chain per zone.)
+Routing by the host between a zsd bridge and another interface would put the two
+directions in different zones; zsd does not route.
+
 Each vmap lookup costs the same whatever the number of NICs. A NIC chain
 (``nic_<port>_in`` / ``_out``) accepts established/related packets (replies to
 allowed traffic — stateful; a rule change affects new connections only), applies
-the implicit rules below, drops ``ct state invalid``, jumps to its groups' chains in
+the implicit rules below, drops ``ct state invalid`` and new TCP connections
+that do not start with a SYN, jumps to its groups' chains in
 the NIC's order and ends with the NIC's default for that direction (counted on
 the NIC's mark in the ``default_hits`` set). A
 group chain (``sg_<group>_in`` / ``_out``, :mod:`groupchains`) is shared by every
@@ -44,6 +57,15 @@ number of action changes, not of rules. The first matching rule decides (accept
 or drop ends the hook); no match returns to the NIC chain, which tries the next
 group, then the default. Because egress and ingress are different hooks, an
 egress accept still leaves the packet to the receiving NIC's ingress check.
+
+Why new TCP must start with a SYN: conntrack picks up a TCP connection it has
+no entry for from any mid-stream packet (``nf_conntrack_tcp_loose``), as new, in
+the direction of that packet. When zsd revokes access it deletes the connection's
+entry (:mod:`revocation`); without this rule the next packet of the side that is
+still allowed to open connections (a server VM's reply: egress allows it) would
+re-create the entry in its own direction, and the revoked side's packets would
+pass as its replies. The cost: connections that lose their entry any other way
+(a port group given a zone for the first time, a conntrack flush) end too.
 
 Remote-group rules and built-in rules match ``ip saddr @members_<group>_v4`` (daddr
 for egress), sets of the addresses of the group's members cluster-wide: membership
@@ -101,6 +123,7 @@ from zsd.network.secgroups.hostmodel import (
 )
 from zsd.network.secgroups.nftobjects import Chain, Hook, Json, NftSet, Ruleset, Table
 from zsd.network.secgroups.rules import Action, Direction
+from zsd.network.secgroups.zones import ZoneAllocator
 
 TABLE = "zsd_secgroups"
 FROM_TAG = 0x5A1 << 20
@@ -111,6 +134,11 @@ _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _ESTABLISHED = nx.match({"ct": {"key": "state"}}, ["established", "related"], "in")
 _INVALID = nx.match({"ct": {"key": "state"}}, "invalid", "in")
+_TCP_NOT_SYN = (
+    nx.match(nx.meta("l4proto"), 6),
+    # tcp flags & (fin|syn|rst|ack) != syn; libnftables 1.0.6 parses the mask only as a number
+    nx.match({"&": [nx.payload("tcp", "flags"), 0x17]}, "syn", "!="),
+)
 _V4, _V6 = nx.match(nx.meta("nfproto"), "ipv4"), nx.match(nx.meta("nfproto"), "ipv6")
 _ICMPV6_TYPE = nx.payload("icmpv6", "type")
 
@@ -171,7 +199,18 @@ INGRESS_IMPLICIT = Chain(
         (_V6, *_udp(547, 546), _ACCEPT),
     ),
 )
+ZONE_MAP = "bridge_zones"
 _INET_BASE = (
+    Chain(
+        name="zone_in",
+        hook=Hook(hook="prerouting", priority=-300),
+        rules=((nx.vmap(nx.meta("iifname"), ZONE_MAP),),),
+    ),
+    Chain(
+        name="zone_out",
+        hook=Hook(hook="output", priority=-300),
+        rules=((nx.vmap(nx.meta("oifname"), ZONE_MAP),),),
+    ),
     Chain(
         name="egress",
         hook=Hook(hook="prerouting", priority=0),
@@ -224,6 +263,10 @@ _BRIDGE_CHAINS = (
 )
 
 
+def zone_chain(zone: int) -> str:
+    return f"zone_{zone}"
+
+
 def nic_chain(port: str, direction: Direction) -> str:
     return f"nic_{port}_{'in' if direction == Direction.INGRESS else 'out'}"
 
@@ -250,6 +293,8 @@ class _NicSide:
     parts: tuple[_NicParts, ...]
     bridge_sets: tuple[NftSet, ...]
     inet_sets: tuple[NftSet, ...]
+    zone_chains: tuple[Chain, ...]
+    zones: Mapping[str, int]
     defaults: CounterIndex
 
 
@@ -266,6 +311,7 @@ class Compiler:
 
     def __init__(self, *, previous: CompiledRuleset | None = None) -> None:
         self._marks: dict[str, int] = dict(previous.marks) if previous else {}
+        self._zones = ZoneAllocator(previous.zones if previous else None)
         self._groups: dict[str, GroupParts] = {}
         self._nics: dict[str, _NicParts] = {}
         self._nic_side_cache: tuple[tuple[HostNic, ...], _NicSide] | None = None
@@ -295,6 +341,7 @@ class Compiler:
             ),
             chains=(
                 *_INET_BASE,
+                *nic_side.zone_chains,
                 *(c for parts in groups for c in parts.chains),
                 *(c for part in nic_side.parts for c in part.chains),
             ),
@@ -305,6 +352,7 @@ class Compiler:
             ruleset=Ruleset(tables=(bridge, inet)),
             marks=dict(self._marks),
             counter_index=(nic_side.defaults, *(parts.index for parts in groups)),
+            zones=nic_side.zones,
         )
 
     def _group(self, group: SecurityGroup) -> GroupParts:
@@ -340,10 +388,24 @@ class Compiler:
                 name = default_counter(p.nic.port, direction)
                 refs[name] = DefaultRef(port=p.nic.port, direction=direction)
                 elements[(DEFAULT_HITS, ((tag | p.index, tag | p.index),))] = name
+        zones = self._zones.assign(p.nic.bridge for p in parts if p.nic.bridge)
         side = _NicSide(
             parts=parts,
             bridge_sets=_bridge_sets(parts),
+            zone_chains=tuple(
+                Chain(
+                    name=zone_chain(z), rules=(({"mangle": {"key": {"ct": {"key": "zone"}}, "value": z}},),)
+                )
+                for z in sorted(zones.values())
+            ),
+            zones=zones,
             inet_sets=(
+                NftSet(
+                    name=ZONE_MAP,
+                    key=("ifname",),
+                    data="verdict",
+                    elements=tuple((b, nx.verdict("goto", zone_chain(z))) for b, z in sorted(zones.items())),
+                ),
                 NftSet(
                     name="egress_nics",
                     key=("mark",),
@@ -400,6 +462,7 @@ def _nic_parts(nic: HostNic, index: int, *, field: str) -> _NicParts:
         implicit = EGRESS_IMPLICIT if direction == Direction.EGRESS else INGRESS_IMPLICIT
         rules.append((nx.verdict("jump", implicit.name),))
         rules.append((_INVALID, _DROP))
+        rules.append((*_TCP_NOT_SYN, _DROP))
         rules.extend((nx.verdict("jump", chain_name(g, direction)),) for g in nic.groups)
         rules.append((nx.match(nx.meta("mark"), f"@{DEFAULT_HITS}"),))  # counts (the mark is this NIC's)
         rules.append((_ACCEPT if nic.default(direction) == Action.ALLOW else _DROP,))
@@ -449,8 +512,10 @@ def _check_nic(nic: HostNic, field: str) -> None:
     def bad(name: str, text: str) -> InvalidArgument:
         return InvalidArgument(text, field=f"{field}.{name}", reason="BAD_HOST_NIC")
 
-    if not _IFNAME.fullmatch(nic.port):
-        raise bad("port", f"{nic.port!r} is not an interface name (1-15 of letters, digits, '_', '.', '-')")
+    names = (("port", nic.port), ("bridge", nic.bridge)) if nic.bridge else (("port", nic.port),)
+    for name, value in names:
+        if not _IFNAME.fullmatch(value):
+            raise bad(name, f"{value!r} is not an interface name (1-15 of letters, digits, '_', '.', '-')")
     if not _MAC.fullmatch(nic.mac.lower()):
         raise bad("mac", f"{nic.mac!r} is not a MAC address (six hex pairs separated by ':')")
     for name, addresses, version in (("ipv4", nic.ipv4, 4), ("ipv6", nic.ipv6, 6)):

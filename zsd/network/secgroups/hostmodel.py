@@ -31,6 +31,10 @@ class HostNic:
     """What happens to traffic towards the NIC that no group rule matches."""
     egress_default: Action = Action.ALLOW
     """What happens to traffic from the NIC that no group rule matches."""
+    bridge: str = ""
+    """The port group's bridge the port is on; its connections are tracked in that
+    bridge's conntrack zone (:mod:`zones`). Empty: the host's default zone 0, shared
+    with everything else (only for callers that know no port groups)."""
 
     def default(self, direction: Direction) -> Action:
         return self.ingress_default if direction == Direction.INGRESS else self.egress_default
@@ -123,6 +127,8 @@ class CompiledRuleset:
     marks: Mapping[str, int]
     """Port -> its index in packet marks; kept stable from one compile to the next."""
     counter_index: tuple[CounterIndex, ...]
+    zones: Mapping[str, int] = field(default_factory=dict)
+    """Bridge -> its conntrack zone; kept stable from one compile to the next."""
 
     def to_nft_json(self) -> dict[str, Any]:
         """The whole ruleset as one libnftables JSON transaction (for

@@ -69,6 +69,9 @@ def test_two_tables_with_the_mark_recipe_hooks() -> None:
         ("bridge", "forward"): ("forward", -100),
         ("inet", "egress"): ("prerouting", 0),
         ("inet", "ingress"): ("forward", 0),
+        # before conntrack (-200): the port group's zone
+        ("inet", "zone_in"): ("prerouting", -300),
+        ("inet", "zone_out"): ("output", -300),
     }
     assert chain(inet, "egress").rules == (
         ({"vmap": {"key": {"meta": {"key": "mark"}}, "data": "@egress_nics"}},),
@@ -109,7 +112,10 @@ def test_a_nic_chain_tries_its_groups_in_order_then_its_default() -> None:
         {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
         {"accept": None},
     )
-    assert [r[0] for r in web_in[3:5]] == [
+    tcp_not_syn = web_in[3]
+    assert tcp_not_syn[0] == {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": 6}}
+    assert tcp_not_syn[-1] == {"drop": None}
+    assert [r[0] for r in web_in[4:6]] == [
         {"jump": {"target": "sg_web_in"}},
         {"jump": {"target": "sg_ops_in"}},
     ]
@@ -229,6 +235,7 @@ def test_unchanged_input_compiles_to_the_same_objects() -> None:
     ("nic", "field", "text"),
     [
         (replace(WEB, port="a-very-long-tap-name"), "nics[0].port", "is not an interface name"),
+        (replace(WEB, bridge="br 0"), "nics[0].bridge", "is not an interface name"),
         (replace(WEB, mac="52:54:00:00:00"), "nics[0].mac", "is not a MAC address"),
         (replace(WEB, ipv4=("10.0.0.256",)), "nics[0].ipv4[0]", "is not an IPv4 address"),
         (replace(WEB, ipv6=("10.0.0.1",)), "nics[0].ipv6[0]", "is not an IPv6 address"),
