@@ -63,7 +63,9 @@ def nic(message: compute_pb2.VmNic, *, field: str = "nic") -> NicSpec:
     model = message.model or "virtio"
     network_nic = ""
     if message.nic:
-        network_nic = networkconv.nic_id(message.nic, field=f"{field}.nic")
+        # "nics/web-0", or just "web-0": a slash-free name can only be a NIC's id.
+        named = message.nic if "/" in message.nic else f"nics/{message.nic}"
+        network_nic = networkconv.nic_id(named, field=f"{field}.nic")
         if message.mac or message.bridge:
             raise InvalidArgument(
                 "leave mac and bridge empty: they come from the NIC",

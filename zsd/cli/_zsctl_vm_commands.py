@@ -11,15 +11,17 @@ import argparse
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from google.protobuf import field_mask_pb2
 
-from zsd.v1 import compute_pb2, storage_pb2
+from zsd.v1 import compute_pb2, network_pb2, storage_pb2
 
 from ._zsctl_commands import Api, CommandError, Console, collect_pages
 from ._zsctl_output import EMPTY, enum_label
 from ._zsctl_storage_commands import NounFactory, VerbAdder, _finish, child_name, size
 
+T = TypeVar("T")
 VM_COLUMNS = ("NAME", "STATE", "HOST", "VCPUS", "MEMORY", "DISKS", "NICS")
 MiB = 1 << 20
 
@@ -230,15 +232,29 @@ def cmd_vm_detach_disk(args: argparse.Namespace, api: Api, console: Console) -> 
 
 
 def cmd_vm_attach_nic(args: argparse.Namespace, api: Api, console: Console) -> int:
-    request = compute_pb2.AttachNicRequest(name=vm_name(args.name), nic=args.nic)
+    nic = _one(args.nic, args.nic_option, "a NIC: bridge=BR[,...] or --nic nic=NAME")
+    request = compute_pb2.AttachNicRequest(name=vm_name(args.name), nic=nic)
     console.one(api.vms.AttachNic(request, timeout=api.timeout))
     return 0
 
 
 def cmd_vm_detach_nic(args: argparse.Namespace, api: Api, console: Console) -> int:
-    request = compute_pb2.DetachNicRequest(name=vm_name(args.name), mac=args.mac)
+    mac = _one(args.mac, args.nic, "the NIC's MAC, or --nic NAME for a network NIC")
+    if args.nic:
+        # A network NIC is unplugged by its MAC, which its record holds.
+        name = args.nic if args.nic.startswith("nics/") else f"nics/{args.nic}"
+        mac = api.network.GetNic(network_pb2.GetNicRequest(name=name), timeout=api.timeout).mac
+    request = compute_pb2.DetachNicRequest(name=vm_name(args.name), mac=mac)
     console.one(api.vms.DetachNic(request, timeout=api.timeout))
     return 0
+
+
+def _one(positional: T | None, option: T | None, what: str) -> T:
+    """The one of two spellings of an argument that was given."""
+    given = [v for v in (positional, option) if v is not None]
+    if len(given) != 1:
+        raise CommandError(f"give {what} (one of the two spellings, not both)")
+    return given[0]
 
 
 def cmd_vm_console(args: argparse.Namespace, api: Api, console: Console) -> int:
@@ -315,10 +331,20 @@ def add_vm_noun(noun: NounFactory, operation_options: Callable[[argparse.Argumen
     detach.add_argument("volume", metavar="POOL/VOLUME")
     attach_nic = vms.verb("attach-nic", "add a NIC (hot-plug when running)", cmd_vm_attach_nic)
     attach_nic.add_argument("name", metavar="VM")
-    attach_nic.add_argument("nic", type=nic_argument, metavar="bridge=BR[,model=M,mac=MAC,...]|-")
-    detach_nic = vms.verb("detach-nic", "remove a NIC", cmd_vm_detach_nic)
+    attach_nic.add_argument("nic", type=nic_argument, nargs="?", metavar="bridge=BR[,model=M,mac=MAC,...]|-")
+    attach_nic.add_argument(
+        "--nic",
+        dest="nic_option",
+        type=nic_argument,
+        metavar="nic=NIC|bridge=BR[,model=M,...]",
+        help="the NIC, as in vm create; nic=NAME plugs a network NIC (it must be free)",
+    )
+    detach_nic = vms.verb(
+        "detach-nic", "remove a NIC (a network NIC is freed, not deleted)", cmd_vm_detach_nic
+    )
     detach_nic.add_argument("name", metavar="VM")
-    detach_nic.add_argument("mac", metavar="MAC")
+    detach_nic.add_argument("mac", nargs="?", metavar="MAC")
+    detach_nic.add_argument("--nic", metavar="NIC", help="a network NIC by name instead of its MAC")
     cons = vms.verb("console", "the serial console's output", cmd_vm_console)
     cons.add_argument("name", metavar="VM")
     cons.add_argument("--follow", "-f", action="store_true", help="keep printing new output")

@@ -269,6 +269,32 @@ class Scheduler:
             await self._control.wait_revision(result.revision, 5.0)
             return record, result.revision
 
+    async def amend(
+        self, name: str, change: Callable[[VmRecord, Sequence[VmRecord]], VmRecord | None]
+    ) -> tuple[VmRecord, int]:
+        """Commits ``change(record, the other records)`` as VM ``name``'s record (None:
+        left as it is), under the placement lock, so no create takes what ``change``
+        checked between the check and the commit (a NIC hot-plugged into a placed VM).
+        Returns the record and the revision it is at. NotFound VM_NOT_FOUND."""
+        store = self._control.store()
+        async with self._lock:
+            stored = await store.get(KIND_VM, name)
+            if stored is None:
+                raise NotFound(f"VM 'vms/{name}' does not exist", field="name", reason="VM_NOT_FOUND")
+            others = [r for r in self._records() if r.name != name]
+            record = change(VmRecord.decode(stored.data), others)
+            if record is None:
+                return VmRecord.decode(stored.data), stored.revision
+            # The janitor and HA restarts write VM records outside this lock: the
+            # revision makes a record changed meanwhile fail the commit (Conflict
+            # ETAG_MISMATCH), never lose that change. They never change NICs, so the
+            # others' (this host's copy) are current for the checks.
+            result = await store.commit(
+                [Update(kind=KIND_VM, name=name, data=record.encode(), expected_revision=stored.revision)]
+            )
+            await self._control.wait_revision(result.revision, 5.0)
+            return record, result.revision
+
     def _choose(self, demand: Demand, records: Sequence[VmRecord]) -> str:
         candidates = hosts(self._control, records, hostdevs=frozenset(demand.hostdevs))
         networks = nic_networks(self._control, demand.nics)

@@ -23,14 +23,16 @@ from zsd.api import computeconv, paging, storageconv, storagenames
 from zsd.api.gateway import Gateway, abort
 from zsd.api.names import host_id
 from zsd.api.names import request_id as check_request_id
+from zsd.api.nichotplug import NIC_CLAIMED, NetworkNics
 from zsd.api.opstart import start_operation
 from zsd.api.router import forwarded, has_metadata
 from zsd.api.vmcluster import METHOD, PLACED, ClusterVms, Destination
 from zsd.cluster.operations import OperationRegistry, Progress
 from zsd.compute.hostvms import CreateRequest, HostVms
+from zsd.compute.nicclaims import NicClaims
 from zsd.compute.scheduler import Demand, Scheduler
 from zsd.compute.spec import NicSpec, validate
-from zsd.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, Unsupported, ZsdError
+from zsd.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound, ZsdError
 from zsd.network.catalog import NetworkCatalog
 from zsd.network.model import link_name
 from zsd.storage.host import DEFAULT_POOL
@@ -69,6 +71,19 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
         self._cluster = cluster
         self._scheduler = scheduler
         self._clock = clock
+        self._nics = (
+            NetworkNics(
+                gateway=gateway,
+                cluster=cluster,
+                claims=NicClaims(scheduler, network),
+                attach_here=self._attach_here,
+                detach_here=self._detach_here,
+                vm_here=self._vm_here,
+            )
+            if cluster is not None and scheduler is not None and network is not None
+            else None
+        )
+        """Network NICs on a cluster member: claimed by the leader around the hot-plug."""
 
     async def _route(
         self, context: Ctx, name: str, method: str, request: Message, response_type: Callable[[bytes], R]
@@ -519,38 +534,60 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
     async def AttachNic(self, request: compute_pb2.AttachNicRequest, context: Ctx) -> compute_pb2.Vm:
         async def run(req: compute_pb2.AttachNicRequest) -> compute_pb2.Vm:
             name = computeconv.vm_id(req.name)
+            nic = computeconv.nic(req.nic)
+            if nic.nic and self._nics is not None and not has_metadata(context, NIC_CLAIMED):
+                return await self._nics.attach(context, req, name, nic.nic)
             routed = await self._route(context, name, "AttachNic", req, compute_pb2.Vm.FromString)
             if routed is not None:
                 return routed
-            nic = computeconv.nic(req.nic)
-            if nic.nic:
-                # The leader would have to record the VM as the NIC's user first.
-                raise Unsupported(
-                    "a network NIC (nics/...) is given to a VM when it is created; hot-plug one on a bridge",
-                    field="nic.nic",
-                    reason="NIC_HOTPLUG_UNSUPPORTED",
-                )
-
-            async def attach() -> compute_pb2.Vm:
-                return computeconv.vm(await self._vms.attach_nic(name, nic), host=self._host)
-
-            return await self._gw.trio(context, attach)
+            return await self._attach_here(context, req)
 
         return await self._gw.handle(context, run, request)
+
+    async def _attach_here(self, context: Ctx, req: compute_pb2.AttachNicRequest) -> compute_pb2.Vm:
+        name = computeconv.vm_id(req.name)
+        nic = computeconv.nic(req.nic)
+        if nic.nic:
+            network = self._network
+            if network is None:
+                raise FailedPrecondition(
+                    "network NICs live in the cluster state; this zsd runs without a cluster: "
+                    "hot-plug on a bridge (nic.bridge)",
+                    field="nic.nic",
+                    reason="NOT_A_MEMBER",
+                )
+            nic = await self._gw.trio_sync(lambda: plug_nic(network, nic, field="nic.nic"))
+
+        async def attach() -> compute_pb2.Vm:
+            return computeconv.vm(await self._vms.attach_nic(name, nic), host=self._host)
+
+        return await self._gw.trio(context, attach)
 
     async def DetachNic(self, request: compute_pb2.DetachNicRequest, context: Ctx) -> compute_pb2.Vm:
         async def run(req: compute_pb2.DetachNicRequest) -> compute_pb2.Vm:
             name = computeconv.vm_id(req.name)
+            # MACs are lowercase in specs and NIC records: one typed in capitals is the same NIC.
+            req.mac = req.mac.lower()
+            nics = self._nics
+            if nics is not None and not has_metadata(context, NIC_CLAIMED) and await nics.held(name, req.mac):
+                return await nics.detach(context, req, name)
             routed = await self._route(context, name, "DetachNic", req, compute_pb2.Vm.FromString)
             if routed is not None:
                 return routed
-
-            async def detach() -> compute_pb2.Vm:
-                return computeconv.vm(await self._vms.vms.detach_nic(name, req.mac), host=self._host)
-
-            return await self._gw.trio(context, detach)
+            return await self._detach_here(context, req)
 
         return await self._gw.handle(context, run, request)
+
+    async def _detach_here(self, context: Ctx, req: compute_pb2.DetachNicRequest) -> compute_pb2.Vm:
+        name = computeconv.vm_id(req.name)
+
+        async def detach() -> compute_pb2.Vm:
+            return computeconv.vm(await self._vms.vms.detach_nic(name, req.mac), host=self._host)
+
+        return await self._gw.trio(context, detach)
+
+    async def _vm_here(self, context: Ctx, name: str) -> compute_pb2.Vm:
+        return await self._gw.trio(context, lambda: self._message(name))
 
     # -- console and display -----------------------------------------------------
 
@@ -615,15 +652,13 @@ def _on_own_storage(req: compute_pb2.CreateVmRequest) -> bool:
 
 def plug_nics(network: NetworkCatalog, specs: tuple[NicSpec, ...]) -> tuple[NicSpec, ...]:
     """(trio side) Network NICs with their MAC, port group and its bridge on this host."""
-    out = []
-    for i, spec in enumerate(specs):
-        if not spec.nic:
-            out.append(spec)
-            continue
-        try:
-            record = network.nic(spec.nic)
-        except NotFound as e:
-            raise NotFound(e.message, field=f"vm.nics[{i}].nic", reason="NIC_NOT_FOUND") from None
-        bridge = link_name("zb", record.port_group)
-        out.append(replace(spec, mac=record.mac, bridge=bridge, network=record.port_group))
-    return tuple(out)
+    return tuple(plug_nic(network, s, field=f"vm.nics[{i}].nic") if s.nic else s for i, s in enumerate(specs))
+
+
+def plug_nic(network: NetworkCatalog, spec: NicSpec, *, field: str) -> NicSpec:
+    """(trio side) A network NIC with its MAC, port group and its bridge on this host."""
+    try:
+        record = network.nic(spec.nic)
+    except NotFound as e:
+        raise NotFound(e.message, field=field, reason="NIC_NOT_FOUND") from None
+    return replace(spec, mac=record.mac, bridge=link_name("zb", record.port_group), network=record.port_group)
