@@ -78,6 +78,9 @@ class Config:
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     # Network namespaces named so are this host's DHCP/DNS services (one per port group).
     dhcp_netns_prefix: str = "zsd-dhcp-"
+    # The DHCP services' files (dnsmasq re-reads them as nobody, so every directory on
+    # the way must let others enter); None: <root>/run/zsd-dhcp.
+    dhcp_state_dir: Path | None = None
     source: tuple[str, ...] = field(default=())
 
 
@@ -223,6 +226,9 @@ def _schema(hostname: str) -> dict[str, _Key]:
         "network.dhcp_netns_prefix": _Key(
             _netns_prefix, "1-60 of a-z, 0-9 and '-', starting with a letter", "zsd-dhcp-"
         ),
+        "network.dhcp_state_dir": _Key(
+            _opt_path, "an absolute path others may enter (o+x), or empty for <root>/run/zsd-dhcp", ""
+        ),
     }
 
 
@@ -352,6 +358,7 @@ def _build(paths: Paths, v: Mapping[str, Any], sources: tuple[str, ...]) -> Conf
         auto_init=v["cluster.auto_init"],
         storage_check_interval=v["storage.check_interval"],
         dhcp_netns_prefix=v["network.dhcp_netns_prefix"],
+        dhcp_state_dir=v["network.dhcp_state_dir"],
         placement=PlacementSettings(
             cpu_overcommit=v["compute.cpu_overcommit"],
             memory_overcommit=v["compute.memory_overcommit"],

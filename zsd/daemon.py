@@ -472,7 +472,9 @@ async def _start_member(
         control=control, host=config.host_name, address=core.cluster.address, links=Links()
     )
     nursery.start_soon(fabric.run)
-    dhcp = DhcpManager.on_host(state_dir=default_state_dir(paths), netns_prefix=config.dhcp_netns_prefix)
+    dhcp = DhcpManager.on_host(
+        state_dir=config.dhcp_state_dir or default_state_dir(paths), netns_prefix=config.dhcp_netns_prefix
+    )
     nursery.start_soon(DhcpReconciler(control=control, host=config.host_name, manager=dhcp).run)
     firewall = FirewallReconciler(control=control, host=config.host_name)
     nursery.start_soon(firewall.run)

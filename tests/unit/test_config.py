@@ -24,6 +24,9 @@ def test_embedded_defaults_need_no_file(tmp_path: Path) -> None:
     assert cfg.api.tcp_listen is None
     assert cfg.hypervisor.kind == "auto"
     assert cfg.source == ()
+    assert cfg.dhcp_state_dir is None  # the daemon's default: <root>/run/zsd-dhcp
+    moved = load(root=tmp_path, env={}, overrides=["network.dhcp_state_dir=/run/x/dhcp"], hostname="n")
+    assert moved.dhcp_state_dir == Path("/run/x/dhcp")
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -48,6 +51,7 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
         ("[api]\nshutdown_grace = 10\n", "api.shutdown_grace", "between 0 and 4.5"),
         ("[hypervisor]\nkind = 3\n", "hypervisor.kind", "one of auto, kvm, qemu"),
         ('[api]\nsocket = "relative/path"\n', "api.socket", "absolute path"),
+        ('[network]\ndhcp_state_dir = "run/dhcp"\n', "network.dhcp_state_dir", "others may enter"),
         ("[cluster]\ngossip_port = 0\n", "cluster.gossip_port", "between 1 and 65535"),
         ('[compute]\nplacement = "random"\n', "compute.placement", "one of spread, pack"),
         ("[compute]\nmemory_overcommit = 9\n", "compute.memory_overcommit", "between 0.1 and 4"),

@@ -121,7 +121,11 @@ class Replica:
         target = await self._resolve(state)
         if target is None:
             raise Unavailable(f"the address of leader host {state.leader_host_id} is not known yet")
-        snapshot, self._want_snapshot = self._want_snapshot, False
+        # Until the copy has caught up once it asks for a snapshot: a feed replayed
+        # from revision 0 passes through every past state, and ``synced`` (which the
+        # host's reconcilers wait for) must mean the whole state, not its first change.
+        snapshot = self._want_snapshot or not self.synced.is_set()
+        self._want_snapshot = False
         log.info("following the leader at %s from revision %d", target.endpoint, self.cache.revision)
         feed = self._open_feed(target, self.cache.revision, snapshot)
         async with contextlib.aclosing(feed):
@@ -129,14 +133,13 @@ class Replica:
                 self.refused_since = None
                 if isinstance(event, Snapshot):
                     self._reset(event)
+                    self.synced.set()
                 else:
                     try:
                         self._apply(event)
                     except RevisionGap:
                         self._want_snapshot = True
                         raise
-                if not self.synced.is_set():
-                    self.synced.set()
 
     def _caught_up(self, head: int) -> None:
         if self.cache.revision >= head and not self.synced.is_set():

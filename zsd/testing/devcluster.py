@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from zsd.cluster.lease.daemon import SanlockDaemon
 from zsd.cluster.lease.timing import LeaseTiming
 from zsd.testing import netfabric
 from zsd.testing.devhosts import (
+    DHCP_BASE,
     MAX_HOSTS,
     PREFIX_RE,
     STATE_FILE,
@@ -215,7 +215,6 @@ class DevCluster:
             plan_host(prefix=self.prefix, state_dir=self.state_dir, index=i) for i in range(1, n + 1)
         )
         self._check_state_dir()
-        self._let_unprivileged_daemons_in()
         taken = [ns for ns in (self.fabric_netns, *(h.netns for h in hosts)) if netfabric.exists(ns)]
         if taken:
             # Not ours to remove from here: `down` with the same prefix cleans them.
@@ -253,16 +252,6 @@ class DevCluster:
         log.info("%d host(s) ready in %.1f s", n, time.monotonic() - started)
         return self.describe()
 
-    def _let_unprivileged_daemons_in(self) -> None:
-        """dnsmasq (the hosts' DHCP) drops root and re-reads its files under the state
-        dir as nobody: every directory above them must let others enter (o+x, not
-        listing). pytest's base temp directory, for one, is 0700; zsd refuses to serve
-        DHCP from behind such a directory."""
-        for directory in (*reversed(self.state_dir.parents), self.state_dir):
-            mode = directory.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
     def _check_state_dir(self) -> None:
         """Refuses a directory that is not ours, or that holds a cluster still up."""
         sd = self.state_dir
@@ -295,8 +284,11 @@ class DevCluster:
     def _build(self) -> None:
         """Shared dir, network, sanlock daemons (the cluster and zsd come after)."""
         self._state.shared_dir.mkdir(mode=0o755)
+        DHCP_BASE.mkdir(exist_ok=True)
+        DHCP_BASE.chmod(0o755)
         netfabric.create_fabric(self.fabric_netns)
         for host in self.hosts:
+            shutil.rmtree(host.dhcp_dir, ignore_errors=True)  # a killed run's
             netfabric.add_host(
                 fabric=self.fabric_netns,
                 host_ns=host.netns,
@@ -399,6 +391,7 @@ class DevCluster:
             "hypervisor.kind=qemu",
             # Its DHCP services' namespaces are the cluster's: `down` removes them.
             f"network.dhcp_netns_prefix={self.prefix}-{host.name}-dhcp-",
+            f"network.dhcp_state_dir={host.dhcp_dir}",
             *self._zsd_set,  # later --set wins: the caller's overrides
         ]
         argv = ["ip", "netns", "exec", host.netns, str(self._zsd_bin), "run", "--root", str(host.root)]
@@ -493,9 +486,11 @@ class DevCluster:
         stray = [ref for ns in namespaces for pid in netfabric.pids_in(ns) if (ref := _ref_of(pid))]
         # And what the hosts started in namespaces of their own (DHCP's dnsmasq): zsd
         # runs in a mount namespace of `ip netns exec`, so those namespaces are not
-        # visible from here; their processes name the host's root on their command line.
-        stray += [ref for pid in host_processes(h.root for h in hosts) if (ref := _ref_of(pid))]
+        # visible from here; their processes name the host's DHCP dir on their command line.
+        stray += [ref for pid in host_processes(h.dhcp_dir for h in hosts) if (ref := _ref_of(pid))]
         terminate(stray, grace=SANLOCK_STOP_GRACE, reap=self._reap)
+        for h in hosts:
+            shutil.rmtree(h.dhcp_dir, ignore_errors=True)
         for ns in namespaces:
             try:
                 netfabric.remove(ns)
@@ -676,10 +671,10 @@ class DevCluster:
         self.down()
 
 
-def host_processes(roots: Iterable[Path]) -> list[int]:
+def host_processes(dhcp_dirs: Iterable[Path]) -> list[int]:
     """Pids of the dnsmasq processes (DHCP services) whose command line names one of
-    the hosts' root directories."""
-    needles = [str(r) + "/" for r in roots]
+    the hosts' DHCP directories (``HostInfo.dhcp_dir``)."""
+    needles = [str(d) + "/" for d in dhcp_dirs]
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "name"]):
         cmdline = " ".join(proc.info["cmdline"] or ())

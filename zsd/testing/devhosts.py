@@ -32,6 +32,10 @@ STATE_FILE = "devcluster.json"
 PHASES = ("starting", "up", "down")
 
 
+DHCP_BASE = Path("/run/zsd-devcluster")
+"""Where the hosts' DHCP files live (world-enterable, volatile like the namespaces)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostInfo:
     name: str
@@ -62,6 +66,13 @@ class HostInfo:
     @property
     def sanlock_run_dir(self) -> Path:
         return self.root / "run/sanlock"
+
+    @property
+    def dhcp_dir(self) -> Path:
+        """The host's DHCP services' files. Not under the state dir: dnsmasq re-reads
+        them as nobody, and a state dir under /root or pytest's temp dir (0700) would
+        keep it out. Named by the host's namespace, unique per dev cluster."""
+        return DHCP_BASE / self.netns
 
     @property
     def log_path(self) -> Path:

@@ -79,8 +79,8 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
 
     # The port group's DHCP service runs on every host before any VM asks it.
     for host in ("h1", "h2"):
-        root = dc.host(host).root
-        eventually(lambda root=root: bool(host_processes([root])), timeout=30)
+        where = dc.host(host).dhcp_dir
+        eventually(lambda where=where: bool(host_processes([where])), timeout=30)
     vm = data(
         dc, "h2", "vm", "create", "web1", "--image", "shared/guest", "--memory", "96M", "--graphics", "none",
         "--nic", "nic=web1-0", "--host", "h1",
@@ -91,7 +91,7 @@ def test_a_vm_plugs_into_its_port_group_wherever_it_runs(
     eventually(lambda: booted(dc, "h1", "web1"), timeout=120)
     # h1's DHCP service (dnsmasq in its own namespace on the port group's bridge)
     # answers the NIC with exactly its address and the VM's name; the guest takes it.
-    hosts = dc.host("h1").root / "run" / "zsd-dhcp" / "lab+web" / "hosts.dhcp"
+    hosts = dc.host("h1").dhcp_dir / "lab+web" / "hosts.dhcp"
     entry = f"{nic['mac']},{nic['ip_addresses'][0]},web1"
     eventually(lambda: hosts.exists() and entry in hosts.read_text())
     eventually(lambda: f"{MARK}lease eth0 10.42.0.2" in console(dc, "h1", "web1"), timeout=90)

@@ -214,6 +214,29 @@ async def test_dnsmasq_survives_a_zsd_restart(lab: Lab, manager: Managers) -> No
     assert ns_of_manager(lab, "h1") == [] and dnsmasq_pids(lab, "h1") == []
 
 
+async def test_a_stale_namespace_name_is_replaced(lab: Lab, manager: Managers) -> None:
+    """A namespace name that no longer opens (its mount went away with the mount
+    namespace of the zsd that made it, as under `ip netns exec`) counts as absent:
+    the next zsd makes the namespace again, stops the stranded dnsmasq, serves."""
+    h1 = lab.host("h1")
+    vm1 = lab.vm("vm1", host=h1, mac=MAC1)
+    scope = web_scope(DhcpNic(mac=MAC1, ipv4="10.77.0.10", hostname="web1"), uplink="up0")
+    first = manager("h1")
+    await first.apply([scope])
+    (pid,) = dnsmasq_pids(lab, "h1")
+    await first.close()
+    name = lab.dns_prefix("h1") + "lab+web"
+    subprocess.run(["umount", f"/run/netns/{name}"], check=True)  # dnsmasq keeps it alive
+    assert Path(f"/run/netns/{name}").exists() and name in netfabric.names()
+
+    second = manager("h1")
+    await second.apply([scope])
+    (new_pid,) = dnsmasq_pids(lab, "h1")
+    assert new_pid != pid and not running(pid)
+    lease = lab.udhcpc(vm1)
+    assert lease is not None and lease.ip == "10.77.0.10"
+
+
 async def test_dhcp_never_crosses_the_uplink(lab: Lab, manager: Managers) -> None:
     h1, h2 = lab.host("h1"), lab.host("h2")
     lab.link_hosts(h1, h2, port="up0")

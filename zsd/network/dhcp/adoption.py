@@ -9,7 +9,10 @@ missing or stale, a process in the namespace that passes the same test is adopte
 
 Everything else in the namespace is stopped (the namespace is zsd's own, so nothing
 else belongs there), including a dnsmasq with an older config. A process outside the
-namespace is never touched, even when the pidfile names it: that pid was reused.
+namespace is never touched, even when the pidfile names it: that pid was reused;
+unless it is a dnsmasq running this scope's own config file (a path in zsd's state
+directory no one else uses): that one was stranded in a namespace zsd can no longer
+enter (its name went stale), and serves nothing; it is stopped.
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ class Adoption:
 
 def is_current(process: ProcessInfo, args: Sequence[str]) -> bool:
     """The scope's dnsmasq, started with the desired config."""
+    return process.in_netns and _runs(process, args)
+
+
+def _runs(process: ProcessInfo, args: Sequence[str]) -> bool:
     name = process.name.removesuffix(" (deleted)")  # the package was upgraded under it
-    return name == DNSMASQ and process.in_netns and process.argv[1:] == tuple(args)
+    return name == DNSMASQ and process.argv[1:] == tuple(args)
 
 
 def decide(
@@ -66,6 +73,9 @@ def decide(
         else:
             reason = "no dnsmasq runs"
     candidates = {p.pid: p for p in in_netns}
+    stranded = from_pidfile is not None and not from_pidfile.in_netns and _runs(from_pidfile, args)
+    if stranded and from_pidfile is not None:
+        candidates.setdefault(from_pidfile.pid, from_pidfile)
     if remembered is not None:
         candidates.setdefault(remembered.pid, remembered)
     stop = tuple(p for pid, p in sorted(candidates.items()) if keep is None or pid != keep.pid)

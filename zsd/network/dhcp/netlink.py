@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import subprocess
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -22,6 +23,7 @@ from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
 from zsd.errors import FailedPrecondition, Internal
+from zsd.network.dhcp.dnsmasqproc import NETNS_DIR
 from zsd.network.dhcp.drivers import HostLink, Plumbing
 from zsd.network.links import Netlink
 
@@ -80,7 +82,10 @@ class NetlinkDriver:
             raise
 
     def namespaces(self) -> set[str]:
-        return {str(n) for n in named_netns.listnetns()}
+        # A name whose file is no namespace mount cannot be entered (its namespace was
+        # mounted in a mount namespace that is gone, e.g. of a zsd run under `ip netns
+        # exec` before a restart): absent, so ``create`` replaces it.
+        return {str(n) for n in named_netns.listnetns() if os.path.ismount(NETNS_DIR / str(n))}
 
     def host_links(self, names: Collection[str]) -> dict[str, HostLink]:
         # One request per name, not a dump: a host with a thousand VM taps would make
@@ -108,6 +113,8 @@ class NetlinkDriver:
     def create(self, plumbing: Plumbing, *, mtu: int) -> None:
         with _translated(f"making namespace {plumbing.netns}"):
             if plumbing.netns not in self.namespaces():
+                if (NETNS_DIR / plumbing.netns).exists():
+                    _ip_netns("delete", plumbing.netns)  # the stale name (see namespaces)
                 # `ip netns add`, not pyroute2's netns.create: that forks this (threaded)
                 # process, and the child crashed (SIGSEGV) now and then under zsd.
                 _ip_netns("add", plumbing.netns)

@@ -41,11 +41,15 @@ def test_a_reused_pid_outside_the_namespace_is_never_touched() -> None:
     assert "not in the namespace" in decision.reason
 
 
-def test_a_dnsmasq_outside_the_namespace_is_not_adopted() -> None:
-    # Same command line, but serving some other namespace: not ours to keep or stop.
-    elsewhere = proc(10, in_netns=False)
-    decision = decide(args=ARGS, from_pidfile=elsewhere, in_netns=[])
-    assert decision.keep is None and decision.stop == ()
+def test_a_dnsmasq_stranded_outside_the_namespace_is_stopped_not_adopted() -> None:
+    # The scope's own config file, in a namespace zsd cannot enter any more (its name
+    # went stale): it serves nothing, and a new one is started.
+    stranded = proc(10, in_netns=False)
+    decision = decide(args=ARGS, from_pidfile=stranded, in_netns=[])
+    assert decision.keep is None and decision.stop == (stranded,)
+    # An older config's dnsmasq outside the namespace: the pid may have been reused.
+    other = proc(11, args=OLD_ARGS, in_netns=False)
+    assert decide(args=ARGS, from_pidfile=other, in_netns=[]).stop == ()
 
 
 def test_without_pidfile_the_namespace_is_searched() -> None:
