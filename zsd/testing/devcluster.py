@@ -27,6 +27,7 @@ start time, namespaces by name; nothing is looked up globally.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -491,6 +492,8 @@ class DevCluster:
         terminate(stray, grace=SANLOCK_STOP_GRACE, reap=self._reap)
         for h in hosts:
             shutil.rmtree(h.dhcp_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            DHCP_BASE.rmdir()  # when no other dev cluster still uses it
         for ns in namespaces:
             try:
                 netfabric.remove(ns)
