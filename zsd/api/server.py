@@ -65,6 +65,17 @@ def _tls_credentials(config: ApiConfig) -> grpc.ServerCredentials:
     )
 
 
+_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.so_reuseport", 0),
+    # Peers ping every 2 s to notice a dead leader quickly, also on a state feed
+    # with nothing to send (zsd.cluster.peerclient). gRPC's server default tolerates
+    # a ping without data every 5 min only and answers more with GOAWAY
+    # "too_many_pings", which cut every follower's feed every ~10 s.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+)
+
+
 class ApiServer:
     def __init__(self, *, bridge: Bridge, config: ApiConfig, register: Registrar) -> None:
         self._bridge = bridge
@@ -86,7 +97,7 @@ class ApiServer:
                 await self.stop(grace=0)
 
     async def _start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(options=_SERVER_OPTIONS)
         services = self._register(server)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -262,3 +262,6 @@ def test_three_tiers_across_hosts(
         ("app1", "db1", 3306), ("web1", "web2", 80),
     }  # fmt: skip
     assert bridge_and_taps(dc, "h1") == before  # the same links (indexes), taps on the bridge
+    # The hosts' state feeds held all along (peers ping every 2 s; the server allows it).
+    for host in ("h1", "h2"):
+        assert "too_many_pings" not in dc.host(host).log_path.read_text()
