@@ -2,7 +2,7 @@
 the filter costs a connection as rules grow.
 
     .venv/bin/python -m tests.bench.secgroup_bench [--nics 1000] [--groups 100]
-        [--rules 10000] [--changes 200] [--seconds 2] [--rounds 3] [--seed 1]
+        [--rules 10000] [--changes 200] [--seconds 2] [--rounds 3] [--seed 1] [--conntrack 10000]
 
 Needs root. Runs in namespaces ``zsdb-sg<pid>-*`` (a bridge "host" and two
 endpoints, client and server), deleted at the end whatever happens.
@@ -14,7 +14,9 @@ endpoints, client and server), deleted at the end whatever happens.
    ack of the transaction (compile + apply): one rule added or deleted somewhere,
    a NIC joining or leaving a group (member sets and NIC chains), a NIC plugged or
    unplugged, and a full reload of zsd's tables for comparison. Target: p99 <= 50
-   ms for a one-rule change.
+   ms for a one-rule change. After each one-rule change, the conntrack sweep that
+   ends connections no longer allowed (not part of the transaction) is timed too,
+   with ``--conntrack`` entries of the NICs in the table (made through ctnetlink).
 2. TCP connect rate from the client to port 80 on the server, whose group allows
    the client with its last rule: no ruleset, 100 rules, 10 000 rules, and 10 000
    rules as one nftables rule each (what the packing avoids). Each connection is a
@@ -41,10 +43,12 @@ from tests.unit.network.secgroups import netlab
 from tests.unit.network.secgroups.hosts import synthetic
 from zsd.network.secgroups import nftobjects as nx
 from zsd.network.secgroups.compiler import Compiler
+from zsd.network.secgroups.ctnetlink import KernelConntrack
 from zsd.network.secgroups.group import new_group
 from zsd.network.secgroups.hostmodel import CompiledRuleset, HostFirewall, HostNic, membership
-from zsd.network.secgroups.nftapply import RulesetApplier, libnftables
+from zsd.network.secgroups.nftapply import RulesetApplier, in_netns, libnftables
 from zsd.network.secgroups.nftobjects import Chain, Ruleset
+from zsd.network.secgroups.revocation import Revoker, SweepReport
 from zsd.network.secgroups.rules import Direction, PortRange, Protocol, RuleSpec
 
 PREFIX = f"zsdb-sg{os.getpid() % 10000}"
@@ -55,7 +59,9 @@ BENCH_RULES = 100
 
 
 def endpoint_nic(ep: netlab.Endpoint, groups: tuple[str, ...]) -> HostNic:
-    return HostNic(port=ep.port, mac=ep.mac, ipv4=(ep.ipv4,), ipv6=(ep.ipv6,), groups=groups)
+    return HostNic(
+        port=ep.port, mac=ep.mac, ipv4=(ep.ipv4,), ipv6=(ep.ipv6,), groups=groups, bridge=ep.bridge
+    )
 
 
 def bench_group(rules: int) -> list[RuleSpec]:
@@ -80,6 +86,7 @@ def bench_group(rules: int) -> list[RuleSpec]:
 
 def host(ns: argparse.Namespace, bench_rules: int) -> HostFirewall:
     base = synthetic(nics=ns.nics, groups=ns.groups, rules_per_group=(ns.rules - BENCH_RULES) // ns.groups)
+    base = replace(base, nics=tuple(replace(n, bridge=CLIENT.bridge) for n in base.nics))
     groups = dict(base.groups)
     groups["bench"] = new_group(
         "bench", bench_group(bench_rules), known_groups=set(groups), allow_members=False
@@ -99,13 +106,68 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def change_rows(ns: argparse.Namespace, applier: RulesetApplier) -> tuple[list[str], float]:
+def seed_conntrack(bridge_ns: str, desired: HostFirewall, zone: int, count: int) -> int:
+    """``count`` established TCP entries towards the NICs, each from a source one of
+    the NIC's first group's rules allows (as a busy host would have: a sweep reads
+    them all and ends none); returns how many the kernel took."""
+    from pyroute2 import Conntrack  # type: ignore[import-untyped]
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple  # type: ignore[import-untyped]
+
+    allowed = []
+    for nic in desired.nics:
+        if nic.groups and nic.ipv4:
+            for rule in desired.groups[nic.groups[0]].rules:
+                spec = rule.spec
+                if spec.remote_cidr and spec.port_range:
+                    allowed.append((spec.remote_cidr.split("/")[0], nic.ipv4[0], spec.port_range.first))
+
+    def add() -> int:
+        ct = Conntrack()
+        made = 0
+        try:
+            for i in range(count):
+                src, dst, dport = allowed[(i * 7919) % len(allowed)]
+                orig = NFCTAttrTuple(saddr=src, daddr=dst, proto=6, sport=10000 + i % 50000, dport=dport)
+                try:
+                    ct.entry("add", tuple_orig=orig, tuple_reply=orig.reverse(), timeout=3600, zone=zone)
+                    made += 1
+                except OSError:
+                    pass
+        finally:
+            ct.close()
+        return made
+
+    return in_netns(bridge_ns, add)
+
+
+def change_rows(ns: argparse.Namespace, applier: RulesetApplier, bridge_ns: str) -> tuple[list[str], float]:
     rng = random.Random(ns.seed)
     compiler = Compiler()
     desired = host(ns, BENCH_RULES)
     first_ms = timed(lambda: applier.apply(compiler.compile(desired)))
     rows = [f"{'initial full load':34} {1:>5} {first_ms:>8.1f} {first_ms:>8.1f} {first_ms:>8.1f}"]
     results: dict[str, list[tuple[float, float]]] = {}
+    zones = compiler.compile(desired).zones
+    seeded = seed_conntrack(bridge_ns, desired, zones[CLIENT.bridge], ns.conntrack)
+    revoker = Revoker()
+    sweeps: list[SweepReport] = []
+
+    def sweep(firewall: HostFirewall) -> None:
+        def run() -> SweepReport:
+            table = KernelConntrack()
+            try:
+                return revoker.after_apply(table, firewall=firewall, zones=zones)
+            finally:
+                table.close()
+
+        sweeps.append(in_netns(bridge_ns, run))
+
+    sweep(desired)
+    rows.append(
+        f"{'conntrack sweep, first (all NICs)':34} {1:>5} {sweeps[0].seconds * 1000:>8.1f}"
+        f" {'':>8} {'':>8}   {sweeps[0].seen} entries of {seeded} seeded, {sweeps[0].deleted} ended"
+    )
+    sweeps.clear()
 
     def measure(label: str, new: HostFirewall) -> None:
         nonlocal desired
@@ -117,6 +179,8 @@ def change_rows(ns: argparse.Namespace, applier: RulesetApplier) -> tuple[list[s
         assert mode in ("diff", "unchanged"), mode
         results.setdefault(label, []).append(((t1 - t0) * 1000, (t2 - t1) * 1000))
         desired = new
+        if label == "rule added or deleted":
+            sweep(new)
 
     names = sorted(g for g in desired.groups if g != "bench")
     known = set(desired.groups)
@@ -164,6 +228,13 @@ def change_rows(ns: argparse.Namespace, applier: RulesetApplier) -> tuple[list[s
             f"{label:34} {len(samples):>5} {pct(totals, 0.5):>8.1f} {pct(totals, 0.99):>8.1f} "
             f"{max(totals):>8.1f}   {compile_p50:>6.1f} / {apply_p50:.1f}"
         )
+    times = [r.seconds * 1000 for r in sweeps]
+    label = "conntrack sweep after a rule change"
+    rows.append(
+        f"{label:34} {len(times):>5} {pct(times, 0.5):>8.1f} {pct(times, 0.99):>8.1f} {max(times):>8.1f}"
+        f"   NICs judged p50 {statistics.median(r.nics for r in sweeps):.0f},"
+        f" entries read p50 {statistics.median(r.seen for r in sweeps):.0f}"
+    )
     label = "full reload (counters kept)"
     rows.append(f"{label:34} {3:>5} {pct(full, 0.5):>8.1f} {pct(full, 0.99):>8.1f} {max(full):>8.1f}")
     rule_totals = [c + a for c, a in results["rule added or deleted"]]
@@ -242,7 +313,7 @@ def run(ns: argparse.Namespace) -> int:
         return 2
     with netlab.lab(PREFIX, [CLIENT, SERVER], [80]) as made:
         applier = RulesetApplier(libnftables(made.bridge_ns))
-        rows, p99 = change_rows(ns, applier)
+        rows, p99 = change_rows(ns, applier, made.bridge_ns)
         total_rules = (ns.rules - BENCH_RULES) // ns.groups * ns.groups + BENCH_RULES
         print(
             f"security-group change -> enforced: {ns.nics + 2} NICs, {ns.groups + 1} groups, "
@@ -275,6 +346,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--conntrack", type=int, default=10_000)
     return run(parser.parse_args())
 
 
