@@ -10,17 +10,29 @@ Every NIC of a VM here is filtered, also one in no group: its defaults apply
 pass as the compiler documents. NICs of no VM (created, not used) are not here.
 
 Each NIC's connections are tracked in its port group's conntrack zone (the bridge,
-named from the port-group key the NIC record holds). After every apply, the
-connections the new policy no longer admits are deleted (``revocation``), so
-revoking access ends established connections too.
+named from the port-group key the NIC record holds); the first apply after a start
+takes the zones the kernel's ruleset holds, so a restart renumbers none (which
+would end their connections). After every apply, the connections the new policy
+no longer admits are deleted (``revocation``), so revoking access ends established
+connections too. That sweep reads the conntrack table (the long part) without
+holding the lock applies take, and deletes holding it, sparing what the policy
+enforced by then admits; one sweep at a time, several applies meanwhile make one
+more sweep.
+
+A NIC whose port is new in the ruleset (a VM live-migrated here, every NIC on the
+first apply after a start) has a pickup window (``pickup``): its established TCP
+connections, which this host's conntrack has never seen, are picked up mid-stream
+instead of dropped.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -34,13 +46,28 @@ from zsd.network.secgroups.compiler import Compiler
 from zsd.network.secgroups.ctnetlink import KernelConntrack
 from zsd.network.secgroups.group import SecurityGroup
 from zsd.network.secgroups.hostmodel import HitCount, HostFirewall, HostNic, membership
-from zsd.network.secgroups.nftapply import RulesetApplier, enable_bridge_netfilter, libnftables
-from zsd.network.secgroups.revocation import ConntrackTable, Revoker
+from zsd.network.secgroups.nftapply import (
+    NftRunner,
+    RulesetApplier,
+    enable_bridge_netfilter,
+    libnftables,
+    loaded_zones,
+)
+from zsd.network.secgroups.pickup import PickupWindows
+from zsd.network.secgroups.revocation import ConntrackTable, Revoker, SweepReport
 from zsd.network.secgroups.rules import Action
 from zsd.network.secrecords import KIND_SECGROUP
 from zsd.network.secrecords import decode_all as decode_groups
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Enforced:
+    """What the kernel enforces since the last successful apply."""
+
+    firewall: HostFirewall
+    zones: Mapping[str, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,16 +119,25 @@ class FirewallReconciler:
         procfs: Path = Path("/proc"),
         resync: float = 30.0,
         conntrack: Callable[[], ConntrackTable] = KernelConntrack,
+        nft: Callable[[], NftRunner] = libnftables,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._control = control
         self._host = host
         self._procfs = procfs
         self._resync = resync
         self._conntrack = conntrack
+        self._nft = nft
+        self._clock = clock
         self._compiler = Compiler()
         self._applier: RulesetApplier | None = None
+        self._windows = PickupWindows(clock=clock)
         self._revoker = Revoker()
+        self._enforced: _Enforced | None = None
         self._lock = trio.Lock()
+        """Held by applies (and by a sweep's deletes)."""
+        self._sweep_lock = trio.Lock()
+        self._sweep_wanted = trio.Event()
         self.problem = ""
 
     def desired(self) -> HostFirewall:
@@ -121,16 +157,42 @@ class FirewallReconciler:
             return
         if self._applier is None:
             enable_bridge_netfilter(self._procfs)
-            self._applier = RulesetApplier(libnftables())
-        compiled = self._compiler.compile(desired)
+            nft = self._nft()
+            self._compiler = Compiler(zones=loaded_zones(nft))
+            self._applier = RulesetApplier(nft, clock=self._clock)
+        compiled = self._compiler.compile(desired, pickup=self._windows.update(n.port for n in desired.nics))
         self._applier.apply(compiled)
-        # after the apply (not part of the transaction): new connections are already
-        # judged by the new ruleset while the old ones are looked at
-        table = self._conntrack()
-        try:
-            report = self._revoker.after_apply(table, firewall=desired, zones=compiled.zones)
-        finally:
-            table.close()
+        self._enforced = _Enforced(firewall=desired, zones=compiled.zones)
+
+    async def enforce(self, desired: HostFirewall) -> None:
+        """Applies ``desired``, then asks for a sweep (which :meth:`run` makes)."""
+        async with self._lock:
+            await trio.to_thread.run_sync(self._apply, desired)
+        self._sweep_wanted.set()
+
+    async def round(self) -> None:
+        await self.enforce(self.desired())
+
+    async def sweep(self) -> SweepReport | None:
+        """Ends the connections of the enforced policy's changed NICs that it no longer
+        admits (None: nothing enforced yet). Reads the table without the apply lock,
+        deletes with it, against the policy enforced then."""
+        async with self._sweep_lock:
+            enforced = self._enforced
+            if enforced is None:
+                return None
+            table = self._conntrack()
+            try:
+                judge = partial(self._revoker.judge, table, firewall=enforced.firewall, zones=enforced.zones)
+                found = await trio.to_thread.run_sync(judge)
+                async with self._lock:
+                    latest = self._enforced or enforced
+                    finish = partial(
+                        self._revoker.finish, table, found, latest=latest.firewall, zones=latest.zones
+                    )
+                    report = await trio.to_thread.run_sync(finish)
+            finally:
+                table.close()
         if report.deleted:
             log.info(
                 "security groups: %d connection(s) no longer allowed ended (%d NICs, %d entries, %.0f ms)",
@@ -139,11 +201,17 @@ class FirewallReconciler:
                 report.seen,
                 report.seconds * 1000,
             )
+        return report
 
-    async def round(self) -> None:
-        desired = self.desired()
-        async with self._lock:
-            await trio.to_thread.run_sync(self._apply, desired)
+    async def _sweeper(self) -> None:
+        while True:
+            await self._sweep_wanted.wait()
+            self._sweep_wanted = trio.Event()
+            try:
+                await self.sweep()
+            except Exception:
+                # the revoker keeps what it last swept for: the next round's sweep retries
+                log.exception("security groups: ending connections no longer allowed failed")
 
     async def hits(self) -> tuple[HitCount, ...]:
         async with self._lock:
@@ -151,15 +219,17 @@ class FirewallReconciler:
             return await trio.to_thread.run_sync(applier.hits) if applier is not None else ()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self.round()
-                self.problem = ""
-            except Exception as e:
-                # The filter stays as last applied (atomic); retried soon.
-                if str(e) != self.problem:
-                    log.exception("security groups: enforcing the host's ruleset failed")
-                self.problem = str(e)
-            with trio.move_on_after(5.0 if self.problem else self._resync):
-                await self._control.replica.wait_changed()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sweeper)
+            task_status.started()
+            while True:
+                try:
+                    await self.round()
+                    self.problem = ""
+                except Exception as e:
+                    # The filter stays as last applied (atomic); retried soon.
+                    if str(e) != self.problem:
+                        log.exception("security groups: enforcing the host's ruleset failed")
+                    self.problem = str(e)
+                with trio.move_on_after(5.0 if self.problem else self._resync):
+                    await self._control.replica.wait_changed()

@@ -10,7 +10,8 @@ parallel, so the whole matrix costs about one timeout.
 
 Two more labs of the same kind: two port groups (two bridges) whose endpoints have
 the same addresses, for conntrack zones; and held connections that must end when
-access is revoked.
+access is revoked, or survive losing their conntrack entry while their NIC is in
+its pickup window (just arrived on the host).
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ from zsd.network.secgroups.hostmodel import (
     RuleRef,
     membership,
 )
-from zsd.network.secgroups.nftapply import RulesetApplier, in_netns, libnftables
+from zsd.network.secgroups.nftapply import RulesetApplier, in_netns, libnftables, loaded_zones
 from zsd.network.secgroups.nftobjects import Chain, Ruleset
 from zsd.network.secgroups.revocation import Revoker, SweepReport
 from zsd.network.secgroups.rules import Action, Direction, EtherType, PortRange, Protocol, RuleSpec
+from zsd.network.secgroups.zones import ZONE_FIRST
 
 pytestmark = pytest.mark.integration
 
@@ -406,3 +408,56 @@ def test_revoking_access_ends_established_connections_and_only_those(lab: dict[s
     # nothing changed since: a sweep judges no NIC and reads nothing
     again = revoke(after, compiled.zones)
     assert (again.nics, again.seen, again.deleted) == (0, 0, 0)
+
+
+def test_a_nic_that_has_just_arrived_picks_up_its_connections_others_do_not(lab: dict[str, Agent]) -> None:
+    base = firewall(nic("web"), nic("app"))
+    groups = dict(base.groups)
+    for name in ("web", "app"):
+        groups[name] = groups[name].add_rule(tcp_in(ECHO_OPEN), known_groups=set(groups))
+    desired = replace(base, groups=groups)
+    applier = RulesetApplier(libnftables(BRIDGE_NS))
+    compiler = Compiler()
+    # web has just arrived (a migration); app has been here all along
+    compiled = compiler.compile(desired, pickup={"tap-web": time.monotonic() + 120})
+    applier.apply(compiled)
+    zone = compiled.zones[EPS["web"].bridge]
+    for name in ("web", "app"):
+        lab[name].ask(op="echo", ports=[ECHO_OPEN])
+    ext = lab["ext"]
+    assert ext.ask(op="hold", name="to-web", host=EPS["web"].ipv4, port=ECHO_OPEN, timeout=TIMEOUT)
+    assert ext.ask(op="hold", name="to-app", host=EPS["app"].ipv4, port=ECHO_OPEN, timeout=TIMEOUT)
+
+    def drop() -> int:
+        def run() -> int:
+            table = KernelConntrack()
+            try:
+                doomed = [f for f in table.flows([zone]) if f.dport == ECHO_OPEN]
+                return sum(table.delete(f) for f in doomed)
+            finally:
+                table.close()
+
+        return in_netns(BRIDGE_NS, run)
+
+    assert drop() == 2
+    # web's connection is picked up mid-stream (judged as new: its rule admits it);
+    # app's next packet is new TCP without a SYN: dropped, as revocation needs
+    assert ext.ask(op="check", names=["to-web", "to-app"], timeout=TIMEOUT) == [True, False]
+    picked = [f for f in _flows(BRIDGE_NS, [zone]) if f.dport == ECHO_OPEN]
+    assert [(f.src, f.dst) for f in picked] == [(EPS["ext"].ipv4, EPS["web"].ipv4)]
+
+    # the window is the kernel's to end: given 1 s left (re-adding sets the element's
+    # timeout anew), then gone without another apply
+    applier.apply_full(compiler.compile(desired, pickup={"tap-web": time.monotonic() + 1}))
+    assert ext.ask(op="check", names=["to-web"], timeout=TIMEOUT) == [True]  # the reload keeps connections
+    time.sleep(1.5)
+    assert drop() == 1
+    assert ext.ask(op="check", names=["to-web"], timeout=TIMEOUT) == [False]
+
+
+def test_the_zones_in_the_kernel_are_read_back(lab: dict[str, Agent]) -> None:
+    nft = libnftables(BRIDGE_NS)
+    moved = {"br0": ZONE_FIRST + 7}
+    compiled = Compiler(zones=moved).compile(firewall(nic("web")))
+    RulesetApplier(nft).apply(compiled)
+    assert compiled.zones == moved and loaded_zones(nft) == moved

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import trio
+
 from zsd.compute.records import VmRecord
 from zsd.network.firewall import FirewallReconciler, host_firewall
 from zsd.network.model import PortGroup
@@ -33,3 +35,4 @@ def test_a_host_without_vm_nics_opens_no_conntrack_table(tmp_path: Path) -> None
 
     reconciler = FirewallReconciler(control=None, host="h1", procfs=tmp_path, conntrack=refuse)  # type: ignore[arg-type]
     reconciler._apply(host_firewall(host="h1", nics=[], vms=[], groups={}))
+    assert trio.run(reconciler.sweep) is None

@@ -13,6 +13,7 @@ Layout (each module has one job; nothing here talks to the API or the cluster st
 - ``nftobjects``:  nftables objects as values; full and diff transactions in libnftables JSON;
 - ``nftapply``:    applying atomically with libnftables, error translation, hit counters;
 - ``zones``:       a conntrack zone per port group (bridge), stable and collision-free;
+- ``pickup``:      NICs that just arrived pick their connections up mid-stream for a while;
 - ``admission``:   the host's policy evaluated in Python: would it admit this connection as new?
 - ``revocation``:  after an apply, delete the connections the new policy no longer admits;
 - ``ctnetlink``:   the kernel's conntrack table through pyroute2 (read a zone, delete an entry).

@@ -65,7 +65,10 @@ entry (:mod:`revocation`); without this rule the next packet of the side that is
 still allowed to open connections (a server VM's reply: egress allows it) would
 re-create the entry in its own direction, and the revoked side's packets would
 pass as its replies. The cost: connections that lose their entry any other way
-(a port group given a zone for the first time, a conntrack flush) end too.
+(a conntrack flush) end too. A NIC that has just arrived on the host (a live
+migration, zsd's start) is exempt for a while: its marks are in the ``pickup``
+set (elements with timeouts, :mod:`pickup`), which the rule checks, so its
+connections are picked up mid-stream and judged as new by the rules.
 
 Remote-group rules and built-in rules match ``ip saddr @members_<group>_v4`` (daddr
 for egress), sets of the addresses of the group's members cluster-wide: membership
@@ -122,6 +125,7 @@ from zsd.network.secgroups.hostmodel import (
     HostNic,
 )
 from zsd.network.secgroups.nftobjects import Chain, Hook, Json, NftSet, Ruleset, Table
+from zsd.network.secgroups.pickup import PICKUP_SET
 from zsd.network.secgroups.rules import Action, Direction
 from zsd.network.secgroups.zones import ZoneAllocator
 
@@ -138,6 +142,7 @@ _TCP_NOT_SYN = (
     nx.match(nx.meta("l4proto"), 6),
     # tcp flags & (fin|syn|rst|ack) != syn; libnftables 1.0.6 parses the mask only as a number
     nx.match({"&": [nx.payload("tcp", "flags"), 0x17]}, "syn", "!="),
+    nx.match(nx.meta("mark"), f"@{PICKUP_SET}", "!="),  # not in a pickup window
 )
 _V4, _V6 = nx.match(nx.meta("nfproto"), "ipv4"), nx.match(nx.meta("nfproto"), "ipv6")
 _ICMPV6_TYPE = nx.payload("icmpv6", "type")
@@ -309,14 +314,20 @@ class Compiler:
     those were the only one-rule changes above 30 ms in the benchmark. A daemon can
     ``gc.freeze()`` after its first compile to keep the long-lived ones out of those collections."""
 
-    def __init__(self, *, previous: CompiledRuleset | None = None) -> None:
+    def __init__(
+        self, *, previous: CompiledRuleset | None = None, zones: Mapping[str, int] | None = None
+    ) -> None:
+        """``previous`` keeps marks and zones stable; without it, ``zones`` (bridge ->
+        zone, as the kernel's ruleset holds them after a restart) keeps the zones."""
         self._marks: dict[str, int] = dict(previous.marks) if previous else {}
-        self._zones = ZoneAllocator(previous.zones if previous else None)
+        self._zones = ZoneAllocator(previous.zones if previous else zones)
         self._groups: dict[str, GroupParts] = {}
         self._nics: dict[str, _NicParts] = {}
         self._nic_side_cache: tuple[tuple[HostNic, ...], _NicSide] | None = None
 
-    def compile(self, desired: HostFirewall) -> CompiledRuleset:
+    def compile(self, desired: HostFirewall, *, pickup: Mapping[str, float] | None = None) -> CompiledRuleset:
+        """``pickup``: port -> when its pickup window ends (:class:`~.pickup.PickupWindows`);
+        ports not on this host are ignored."""
         nic_side = self._nic_side(desired)
         used: list[str] = []
         for i, nic in enumerate(desired.nics):
@@ -353,6 +364,12 @@ class Compiler:
             marks=dict(self._marks),
             counter_index=(nic_side.defaults, *(parts.index for parts in groups)),
             zones=nic_side.zones,
+            pickup={
+                tag | self._marks[port]: end
+                for port, end in (pickup or {}).items()
+                if port in self._marks
+                for tag in (FROM_TAG, TO_TAG)
+            },
         )
 
     def _group(self, group: SecurityGroup) -> GroupParts:
@@ -418,6 +435,7 @@ class Compiler:
                     data="verdict",
                     elements=tuple(p.vmaps[1] for p in parts),
                 ),
+                NftSet(name=PICKUP_SET, key=("mark",), timeout=True),
                 NftSet(
                     name=DEFAULT_HITS,
                     key=("mark",),

@@ -10,6 +10,7 @@ thread. Needs the ``nf_conntrack_netlink`` module (loaded on demand).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from collections.abc import Collection, Iterator
 from typing import Any
@@ -34,9 +35,29 @@ class KernelConntrack:
                     if (entry.zone or 0) == zone:
                         yield _flow(entry, zone)
 
+    def size(self) -> int:
+        return int(self._socket(socket.AF_INET).count() or 0)
+
+    def flows_of(self, zone: int, address: str) -> Iterator[Flow]:
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple  # type: ignore[import-untyped]
+
+        wanted = ipaddress.ip_address(address)
+        family = socket.AF_INET if wanted.version == 4 else socket.AF_INET6
+        ct = self._socket(family)
+        for side in ("saddr", "daddr"):
+            # the kernel filters by original tuple and zone (CTA_FILTER, 5.8+); older
+            # ones return everything, hence the checks here
+            orig = NFCTAttrTuple(family=family, **{side: str(wanted)})
+            for entry in ct.dump_entries(zone=zone, tuple_orig=orig):
+                if (entry.zone or 0) != zone:
+                    continue
+                flow = _flow(entry, zone)
+                if ipaddress.ip_address(flow.src if side == "saddr" else flow.dst) == wanted:
+                    yield flow
+
     def delete(self, flow: Flow) -> bool:
         from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
-        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple  # type: ignore[import-untyped]
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
         family = socket.AF_INET if flow.family == 4 else socket.AF_INET6
         icmp = flow.proto in (ICMP, ICMPV6)

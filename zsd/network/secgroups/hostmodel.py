@@ -129,6 +129,9 @@ class CompiledRuleset:
     counter_index: tuple[CounterIndex, ...]
     zones: Mapping[str, int] = field(default_factory=dict)
     """Bridge -> its conntrack zone; kept stable from one compile to the next."""
+    pickup: Mapping[int, float] = field(default_factory=dict)
+    """Mark -> the (monotonic) time its NIC's pickup window ends (:mod:`pickup`):
+    the elements of the ``pickup`` set, which the applier adds outside the diff."""
 
     def to_nft_json(self) -> dict[str, Any]:
         """The whole ruleset as one libnftables JSON transaction (for

@@ -9,6 +9,8 @@ tables were changed behind zsd's back) and on the first apply after a start (a
 restarted zsd cannot know what is loaded). Hit counters are counters on set
 elements; libnftables cannot preset them, so the applier reads them before a full
 reload and adds what they had counted to what the kernel reports afterwards.
+Elements of the ``pickup`` set carry timeouts and are added by each transaction
+besides the diff (:mod:`pickup`); a full reload adds every open window again.
 
 These calls block (netlink); the daemon runs them through ``trio.to_thread``.
 """
@@ -16,15 +18,18 @@ These calls block (netlink); the daemon runs them through ``trio.to_thread``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from zsd.errors import FailedPrecondition, Internal, Unsupported, ZsdError
-from zsd.network.secgroups.compiler import TABLE
+from zsd.network.secgroups.compiler import TABLE, ZONE_MAP, zone_chain
 from zsd.network.secgroups.hostmodel import CompiledRuleset, CounterRef, HitCount
 from zsd.network.secgroups.nftobjects import Command, canonical, diff_transaction, full_transaction
+from zsd.network.secgroups.pickup import element_commands
+from zsd.network.secgroups.zones import is_zsd_zone
 
 _T = TypeVar("_T")
 
@@ -99,8 +104,10 @@ class RulesetApplier:
     """Applies compiled rulesets to one host's kernel (one network namespace). One
     caller at a time: the libnftables context is not thread-safe."""
 
-    def __init__(self, nft: NftRunner) -> None:
+    def __init__(self, nft: NftRunner, *, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: the one the pickup windows' ends are read on."""
         self._nft = nft
+        self._clock = clock
         self._applied: CompiledRuleset | None = None
         self._carried: dict[str, tuple[int, int]] = {}
         """Counter id -> what its element had counted before the last full reloads."""
@@ -114,6 +121,8 @@ class RulesetApplier:
         """Enforces ``compiled`` atomically, or raises (the previous ruleset stays)."""
         if self._applied is not None:
             commands = diff_transaction(self._applied.ruleset, compiled.ruleset)
+            if commands is not None:
+                commands += self._pickup(compiled, full=False)
             if commands == []:
                 self._applied = compiled
                 return ApplyResult(mode="unchanged", commands=0)
@@ -131,7 +140,7 @@ class RulesetApplier:
         """Deletes and recreates zsd's tables in one transaction; what the counters had
         counted is carried over (as far as their rules are still there)."""
         before = self._element_counts(self._applied or compiled)
-        commands = full_transaction(compiled.ruleset)
+        commands = full_transaction(compiled.ruleset) + self._pickup(compiled, full=True)
         self._run(commands)
         carried: dict[str, tuple[int, int]] = {}
         for counter_id in compiled.counters:
@@ -195,10 +204,50 @@ class RulesetApplier:
                     counts[counter_id] = (packets + counter["packets"], nbytes + counter["bytes"])
         return counts
 
+    def _pickup(self, compiled: CompiledRuleset, *, full: bool) -> list[Command]:
+        return element_commands(
+            {"family": "inet", "table": TABLE},
+            applied=self._applied.pickup if self._applied is not None else {},
+            wanted=compiled.pickup,
+            now=self._clock(),
+            full=full,
+        )
+
     def _run(self, commands: list[Command]) -> None:
         rc, _output, error = self._nft.json_cmd({"nftables": commands})
         if rc != 0:
             raise translate_nft_error(error)
+
+
+def loaded_zones(nft: NftRunner) -> dict[str, int]:
+    """Bridge -> conntrack zone as zsd's ruleset in the kernel holds them (its zone
+    map), {} without one: a restarted zsd takes them as its previous zones, so no
+    port group is renumbered (which would end its connections)."""
+    rc, output, _error = nft.json_cmd(
+        {"nftables": [{"list": {"map": {"family": "inet", "table": TABLE, "name": ZONE_MAP}}}]}
+    )
+    if rc != 0 or not isinstance(output, dict):
+        return {}
+    zones: dict[str, int] = {}
+    for item in output.get("nftables", ()):
+        listed = item.get("map") if isinstance(item, dict) else None
+        if not isinstance(listed, dict) or listed.get("name") != ZONE_MAP:
+            continue
+        for element in listed.get("elem", ()):
+            # [bridge, {"goto": {"target": "zone_<n>"}}]; anything else is not zsd's doing
+            if isinstance(element, list) and len(element) == 2 and isinstance(element[0], str):
+                target = element[1].get("goto", {}).get("target") if isinstance(element[1], dict) else None
+                zone = _zone_of_chain(target) if isinstance(target, str) else None
+                if zone is not None and zone not in zones.values():
+                    zones[element[0]] = zone
+    return zones
+
+
+def _zone_of_chain(name: str) -> int | None:
+    number = name.removeprefix("zone_")
+    if number == name or not number.isdigit() or zone_chain(int(number)) != name:
+        return None
+    return int(number) if is_zsd_zone(int(number)) else None
 
 
 def translate_nft_error(text: str) -> ZsdError:

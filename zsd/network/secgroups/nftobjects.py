@@ -63,10 +63,13 @@ class NftSet:
     """Keys (a set) or (key, value) pairs (a map)."""
     counters: bool = False
     """Every element counts the packets that match it."""
+    timeout: bool = False
+    """Elements may carry a timeout (the kernel removes them when it passes); such
+    elements are added outside of :func:`diff_transaction` (see :mod:`pickup`)."""
 
     @property
-    def shape(self) -> tuple[tuple[str, ...], str | None, bool, bool]:
-        return (self.key, self.data, self.interval, self.counters)
+    def shape(self) -> tuple[tuple[str, ...], str | None, bool, bool, bool]:
+        return (self.key, self.data, self.interval, self.counters, self.timeout)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,8 +197,9 @@ def _set(t: Table, s: NftSet, elements: Iterable[Json]) -> dict[str, Any]:
     body: dict[str, Any] = {**_ref(t, s.name), "type": s.key[0] if len(s.key) == 1 else list(s.key)}
     if s.data:
         body["map"] = s.data
-    if s.interval:
-        body["flags"] = ["interval"]
+    flags = [f for f, on in (("interval", s.interval), ("timeout", s.timeout)) if on]
+    if flags:
+        body["flags"] = flags
     if s.counters:
         body["stmt"] = [{"counter": None}]
     elems = [list(e) if isinstance(e, tuple) else e for e in elements]

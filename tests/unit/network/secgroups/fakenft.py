@@ -2,7 +2,8 @@
 transactions are all or nothing, objects must exist before they are used or
 deleted, and nothing in use may be deleted. Enough of nftables for zsd's
 security-group tables (tables, chains, rules, named sets and maps, counters on set
-elements)."""
+elements, element timeouts: kept as given, never expiring; adding an element that
+exists to a set with timeouts sets its timeout anew, as kernel 6.x does)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ class FakeNft:
         c[0] += packets
         c[1] += nbytes
 
+    def timeouts(self, family: str, table: str, set_name: str) -> dict[Any, int]:
+        """Element -> the timeout it was last given (elements with one only)."""
+        s = self.tables[(family, table)].sets[set_name]
+        return {json.loads(e): t for e, t in s["timeouts"].items()}
+
     def snapshot(self) -> dict[str, Any]:
         """The state without counter values, comparable between two fakes."""
         return {
@@ -88,6 +94,8 @@ class FakeNft:
             elem: list[Any] = []
             for e in s["elements"]:
                 value = json.loads(e)
+                if e in s["timeouts"]:
+                    value = {"elem": {"val": value, "timeout": s["timeouts"][e], "expires": s["timeouts"][e]}}
                 if s["counters"] is not None:
                     packets, nbytes = s["counters"][e]
                     value = {"elem": {"val": value, "counter": {"packets": packets, "bytes": nbytes}}}
@@ -151,6 +159,7 @@ class FakeNft:
             "flags": o.get("flags", []),
             "elements": [],
             "counters": {} if counting else None,
+            "timeouts": {},
         }
         self._add_element(t, {"name": o["name"], "elem": o.get("elem", [])})
 
@@ -168,7 +177,15 @@ class FakeNft:
     def _add_element(self, t: FakeTable, o: Mapping[str, Any]) -> None:
         s = _present(t.sets, o["name"], "set")
         keys = {_key(json.loads(e), s["map"]) for e in s["elements"]}
-        for e in o["elem"]:
+        for given in o["elem"]:
+            e, timeout = given, None
+            if isinstance(given, dict) and "elem" in given:
+                if "timeout" not in s["flags"]:
+                    raise NftFailure(f"set {o['name']} has no timeout flag")
+                e, timeout = given["elem"]["val"], given["elem"].get("timeout")
+            if timeout is not None and _key(e, s["map"]) in keys:
+                s["timeouts"][json.dumps(e, sort_keys=True)] = timeout
+                continue
             if _key(e, s["map"]) in keys:
                 raise NftFailure(f"element {e} exists in {o['name']}")
             if s["map"] == "verdict":
@@ -177,6 +194,8 @@ class FakeNft:
             keys.add(_key(e, s["map"]))
             ident = json.dumps(e, sort_keys=True)
             s["elements"].append(ident)
+            if timeout is not None:
+                s["timeouts"][ident] = timeout
             if s["counters"] is not None:
                 s["counters"][ident] = [0, 0]
 
@@ -189,6 +208,7 @@ class FakeNft:
                 raise NftFailure(f"no element {k} in {o['name']}")
             gone = by_key.pop(ident)
             s["elements"].remove(gone)
+            s["timeouts"].pop(gone, None)
             if s["counters"] is not None:
                 del s["counters"][gone]
 

@@ -9,7 +9,7 @@ from tests.unit.network.secgroups.fakeconntrack import FakeConntrack
 from tests.unit.network.secgroups.hosts import tcp_in, three_tier
 from zsd.network.secgroups.admission import TCP, Flow
 from zsd.network.secgroups.hostmodel import GroupMembers, HostFirewall, HostNic, membership
-from zsd.network.secgroups.revocation import Revoker, changed_ports, sweep
+from zsd.network.secgroups.revocation import Reads, Revoker, changed_ports, plan_reads, sweep
 from zsd.network.secgroups.rules import Action
 
 ZONES = {"zb1": 16500, "zb2": 16501}
@@ -111,3 +111,48 @@ def test_members_given_without_membership_helper_count_too() -> None:
     report = sweep(table, firewall=after, zones=ZONES, ports=changed_ports(before, after))
     assert report.deleted == 2 and table.entries == []
     assert tcp_in(8080, remote_group="web") in after.groups["app"].specs
+
+
+def test_few_changed_nics_in_a_big_table_are_read_by_address_many_by_zone() -> None:
+    both = replace(WEB, ipv6=("fd00::1",))
+    few = plan_reads([both, DB], ZONES, table_size=10_000)
+    assert few == Reads(addresses=((16500, "10.0.0.1"), (16500, "10.0.0.3"), (16500, "fd00::1")))
+    assert plan_reads([both, DB], ZONES, table_size=50) == Reads(zones=(16500,))
+    many = [replace(WEB, port=f"p{i}", ipv4=(f"10.1.{i >> 8}.{i & 255}",)) for i in range(300)]
+    assert plan_reads([*many, TWIN], ZONES, table_size=10_000) == Reads(zones=(16500, 16501))
+
+
+def test_a_sweep_by_address_deletes_what_a_sweep_by_zone_deletes() -> None:
+    before = host(WEB, APP, DB, TWIN)
+    groups = dict(before.groups)
+    groups["web"] = groups["web"].delete_rule(0)  # tcp 80 from anywhere
+    after = replace(before, groups=groups)
+    revoked = [tcp("198.51.100.1", "10.0.0.1", 80), tcp("198.51.100.1", "10.0.0.1", 80, zone=16501)]
+    kept = [tcp("198.51.100.1", "10.0.0.1", 443), tcp("10.0.0.1", "10.0.0.2", 8080)]
+    filler = [tcp("198.51.100.9", "10.0.0.3", 22, sport=s) for s in range(2000)]  # db's: not read
+    table = FakeConntrack([*revoked, *kept, *filler])
+    report = sweep(table, firewall=after, zones=ZONES, ports=changed_ports(before, after))
+    assert report.filtered and report.deleted == 2 and report.seen == 4  # web -> app once, not twice
+    assert table.entries == [*kept, *filler]
+    assert table.dumped_zones == [] and table.dumped_addresses == [(16500, "10.0.0.1"), (16501, "10.0.0.1")]
+
+
+def test_a_sweep_spares_what_a_policy_applied_while_it_read_admits_again() -> None:
+    revoker = Revoker()
+    open_ = host(WEB)
+    table = FakeConntrack([tcp("198.51.100.1", "10.0.0.1", 80), tcp("198.51.100.1", "10.0.0.1", 443)])
+    revoker.after_apply(table, firewall=open_, zones=ZONES)
+    groups = dict(open_.groups)
+    groups["web"] = groups["web"].delete_rule(0).delete_rule(0)  # neither 80 nor 443
+    closed = replace(open_, groups=groups)
+    found = revoker.judge(table, firewall=closed, zones=ZONES)
+    assert len(found.doomed) == 2
+    # meanwhile 443 came back (80 did not): only 80's connection ends
+    reopened_groups = dict(groups)
+    reopened_groups["web"] = groups["web"].add_rule(tcp_in(443), known_groups=set(groups))
+    reopened = replace(open_, groups=reopened_groups)
+    report = revoker.finish(table, found, latest=reopened, zones=ZONES)
+    assert (report.deleted, report.spared) == (1, 1)
+    assert table.entries == [tcp("198.51.100.1", "10.0.0.1", 443)]
+    # the next sweep judges what changed after the judged policy: web again
+    assert revoker.judge(table, firewall=reopened, zones=ZONES).nics == 1
