@@ -222,6 +222,11 @@ class FirewallReconciler:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweeper)
             task_status.started()
+            # Not from a state copy still being filled (a restart: a follower's is empty
+            # until the leader's snapshot, the leader's replays its store): a NIC without
+            # its groups yet would be enforced with its defaults alone, and the sweep
+            # would end its connections.
+            await self._control.replica.synced.wait()
             while True:
                 try:
                     await self.round()

@@ -1,4 +1,4 @@
-"""The host's network reconcilers act only once the state copy has caught up with the
+"""The host's network reconcilers (links, DHCP, firewall) act only once the state copy has caught up with the
 leader: a restarted member's copy is empty until then, and converging to it would
 remove every bridge (with the taps of running VMs) and stop every dnsmasq."""
 
@@ -16,8 +16,10 @@ from zsd.network.dhcp import DhcpManager
 from zsd.network.dhcp.spec import DhcpScope
 from zsd.network.dhcpsync import DhcpReconciler
 from zsd.network.fabric import HostFabric
+from zsd.network.firewall import FirewallReconciler
 from zsd.network.links import Links
 from zsd.network.reconciler import FabricReconciler
+from zsd.network.secgroups.nftapply import NftRunner
 
 
 class _Replica:
@@ -91,4 +93,33 @@ async def test_dhcp_is_left_alone_until_the_state_copy_is_synced() -> None:
         control.replica.synced.set()
         await trio.testing.wait_all_tasks_blocked()
         assert manager.applied == [[]]
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_firewall_is_left_alone_until_the_state_copy_is_synced() -> None:
+    control, opened = _Control(), []
+
+    def nft() -> NftRunner:
+        opened.append("nft")
+        raise AssertionError("the kernel's ruleset was touched before the state copy was synced")
+
+    reconciler = FirewallReconciler(control=cast(ClusterControl, control), host="h1", nft=nft)
+    rounds = []
+    real_round = reconciler.round
+
+    async def counted() -> None:
+        await real_round()  # (its apply runs in a thread)
+        rounds.append(1)
+
+    reconciler.round = counted  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconciler.run)
+        await trio.sleep(0.3)
+        assert rounds == []
+        control.replica.synced.set()
+        with trio.fail_after(5):
+            while not rounds:
+                await trio.sleep(0.01)
+        # An empty state: nothing to guard, so the host's netfilter stays untouched.
+        assert rounds == [1] and opened == [] and reconciler.problem == ""
         nursery.cancel_scope.cancel()
