@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
-from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
 
 from zsd.errors import FailedPrecondition, Internal, ZsdError
 from zsd.network.dhcp import guard
@@ -51,6 +51,7 @@ from zsd.network.dhcp.plan import DEFAULT_NETNS_PREFIX, ScopePlan, host_veth, pl
 from zsd.network.dhcp.spec import DhcpScope, service_ipv4, validate_scopes
 from zsd.paths import Paths
 from zsd.util.fsutil import unsearchable_by_others, write_atomic
+from zsd.util.netns import made_in
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class DhcpManager:
         when it is not this process's (a simulated host). Every network namespace whose
         name starts with ``netns_prefix`` belongs to this manager: give each manager on
         a machine a prefix no other name starts with."""
-        host = functools.partial(NetNS, host_netns) if host_netns else IPRoute
+        host = functools.partial(made_in, host_netns, IPRoute) if host_netns else IPRoute
         return cls(
             state_dir=state_dir,
             links=NetlinkDriver(host=host),

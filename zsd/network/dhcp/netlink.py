@@ -1,7 +1,7 @@
 """``LinkDriver`` on the kernel: namespaces and veths through pyroute2.
 
-Namespaces are made the way ``ip netns add`` makes them (pyroute2 ports iproute2's
-code), so ``ip netns list`` and ``ip netns exec`` see them. The veth is created in the
+Namespaces are made by ``ip netns add``, so ``ip netns list`` and ``ip netns exec`` see
+them; sockets inside them are made without forking (``zsd.util.netns``). The veth is created in the
 host's namespace with its peer sent straight into the scope's namespace. Two knobs
 netlink cannot set are set with ``sysctl`` inside the new namespace, once: it ignores
 router advertisements (a VM's rogue RA must not route dnsmasq's forwarded queries) and
@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2 import netns as named_netns
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
@@ -26,6 +26,7 @@ from zsd.errors import FailedPrecondition, Internal
 from zsd.network.dhcp.dnsmasqproc import NETNS_DIR
 from zsd.network.dhcp.drivers import HostLink, Plumbing
 from zsd.network.links import Netlink
+from zsd.util.netns import made_in
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,26 @@ def _translated(what: str) -> Iterator[None]:
         raise Internal(f"{what}: {e}", reason="NETLINK_FAILED") from None
 
 
+@contextmanager
+def scope_socket(name: str) -> Iterator[Any]:
+    """A netlink socket in namespace ``name``, made without forking (``made_in``)."""
+    ipr = made_in(name, IPRoute)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
 class NetlinkDriver:
     def __init__(
         self,
         *,
         host: Netlink = IPRoute,
-        scope_netns: Callable[[str], AbstractContextManager[Any]] = NetNS,
+        scope_netns: Callable[[str], AbstractContextManager[Any]] = scope_socket,
     ) -> None:
-        """``host`` opens the host's namespace (a ``functools.partial(NetNS, name)`` for
-        a simulated host); ``scope_netns`` opens a scope's namespace by name."""
+        """``host`` opens the host's namespace (``functools.partial(made_in, name,
+        IPRoute)`` for a simulated host); ``scope_netns`` opens a scope's namespace by
+        name."""
         self._open_host = host
         self._host_socket: Any = None
         self._scope_netns = scope_netns
