@@ -116,6 +116,15 @@ def test_a_network_nic_is_hot_plugged_into_a_running_vm_and_freed_again(
     assert data(dc, "h1", "nic", "show", "web2-0")["mac"] == mac
     eventually(lambda: mac not in hosts.read_text())
 
+    # A plain bridge NIC hot-plugs too, and its detach (asked of h2, through the leader,
+    # which holds no claim for it) only unplugs.
+    plain = "02:00:00:00:43:99"
+    ok(dc, "h2", "vm", "attach-nic", "web2", f"bridge={pg['bridge']},mac={plain}")
+    console.expect("nic+ eth")
+    ok(dc, "h2", "vm", "detach-nic", "web2", plain)
+    console.expect("nic- eth")
+    assert interfaces(hook, "h1", "web2") == []
+
     # Free again: a stopped VM on h2 takes it in its definition, gives it back (by MAC),
     # and then it can be deleted.
     stopped = data(dc, "h1", "vm", "attach-nic", "web3", "--nic", "nic=nics/web2-0")

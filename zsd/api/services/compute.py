@@ -569,7 +569,10 @@ class VmService(compute_pb2_grpc.VmServiceServicer):
             # MACs are lowercase in specs and NIC records: one typed in capitals is the same NIC.
             req.mac = req.mac.lower()
             nics = self._nics
-            if nics is not None and not has_metadata(context, NIC_CLAIMED) and await nics.held(name, req.mac):
+            if nics is not None and not has_metadata(context, NIC_CLAIMED):
+                # Through the leader whatever this host's state copy says: a copy behind a
+                # just-made attach would take a network NIC for a bridge one, unplug it and
+                # leave it claimed. The leader knows; for a bridge NIC it only unplugs.
                 return await nics.detach(context, req, name)
             routed = await self._route(context, name, "DetachNic", req, compute_pb2.Vm.FromString)
             if routed is not None:
