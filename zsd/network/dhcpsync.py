@@ -20,6 +20,7 @@ from zsd.compute.records import KIND_VM, VmRecord
 from zsd.network import records
 from zsd.network.dhcp.manager import DhcpManager
 from zsd.network.dhcp.spec import DhcpNic, DhcpScope, DnsRecord, Ipv4Subnet, Ipv6Subnet
+from zsd.network.follow import follow_state
 from zsd.network.model import PortGroup, Switch
 from zsd.network.nics import KIND_NIC, NicRecord, decode_all
 from zsd.network.records import KIND_PORT_GROUP, KIND_SWITCH
@@ -114,19 +115,16 @@ class DhcpReconciler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        # Until the state copy has caught up with the leader (empty after a restart),
-        # it asks for no scope: applying that would stop every dnsmasq of this host.
-        await self._control.replica.synced.wait()
-        while True:
-            try:
-                # Level-triggered: the service changes only what differs (a namespace
-                # or dnsmasq removed behind zsd's back comes back on the next round).
-                await self._manager.apply(self.desired())
-                self.problem = ""
-            except Exception as e:
-                # DHCP must not take the host's other duties down with it; retried.
-                if str(e) != self.problem:
-                    log.exception("DHCP: serving the port groups failed")
-                self.problem = str(e)
-            with trio.move_on_after(5.0 if self.problem else self._resync):
-                await self._control.replica.wait_changed()
+        await follow_state(self._control.replica, self._apply, resync=self._resync, failed=self._failed)
+
+    async def _apply(self) -> bool:
+        # Level-triggered: the service changes only what differs (a namespace or
+        # dnsmasq removed behind zsd's back comes back on the next round).
+        await self._manager.apply(self.desired())
+        self.problem = ""
+        return True
+
+    def _failed(self, e: Exception) -> None:
+        if str(e) != self.problem:
+            log.exception("DHCP: serving the port groups failed", exc_info=e)
+        self.problem = str(e)

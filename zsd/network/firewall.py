@@ -40,6 +40,7 @@ import trio
 from zsd.cluster.control import ClusterControl
 from zsd.compute.designer import tap_name
 from zsd.compute.records import KIND_VM, VmRecord
+from zsd.network.follow import follow_state
 from zsd.network.model import link_name
 from zsd.network.nics import KIND_NIC, NicRecord, decode_all
 from zsd.network.secgroups.compiler import Compiler
@@ -222,19 +223,17 @@ class FirewallReconciler:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sweeper)
             task_status.started()
-            # Not from a state copy still being filled (a restart: a follower's is empty
-            # until the leader's snapshot, the leader's replays its store): a NIC without
-            # its groups yet would be enforced with its defaults alone, and the sweep
-            # would end its connections.
-            await self._control.replica.synced.wait()
-            while True:
-                try:
-                    await self.round()
-                    self.problem = ""
-                except Exception as e:
-                    # The filter stays as last applied (atomic); retried soon.
-                    if str(e) != self.problem:
-                        log.exception("security groups: enforcing the host's ruleset failed")
-                    self.problem = str(e)
-                with trio.move_on_after(5.0 if self.problem else self._resync):
-                    await self._control.replica.wait_changed()
+            await follow_state(
+                self._control.replica, self._enforced_now, resync=self._resync, failed=self._failed
+            )
+
+    async def _enforced_now(self) -> bool:
+        await self.round()
+        self.problem = ""
+        return True
+
+    def _failed(self, e: Exception) -> None:
+        # The filter stays as last applied (atomic); retried soon.
+        if str(e) != self.problem:
+            log.exception("security groups: enforcing the host's ruleset failed", exc_info=e)
+        self.problem = str(e)

@@ -15,6 +15,7 @@ from zsd.cluster.store.cache import StateCache
 from zsd.compute.records import KIND_VM, VmRecord
 from zsd.network import records
 from zsd.network.fabric import HostFabric, plan
+from zsd.network.follow import follow_state
 from zsd.network.links import Links
 from zsd.network.nics import KIND_NIC
 from zsd.network.nics import decode_all as decode_nics
@@ -74,20 +75,15 @@ class FabricReconciler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        # A restarted member's state copy starts empty until the leader's feed has
-        # caught it up: converging to that would remove every bridge, and the taps of
-        # running VMs with them.
-        await self._control.replica.synced.wait()
-        while True:
-            try:
-                await self.round()
-            except Exception as e:
-                # The network must not take the host's other duties down with it.
-                log.exception("network: converging the host's links failed")
-                self.problems = [f"converging the host's links failed: {e}"]
-            # Problems (an uplink not there yet) are retried sooner than a full resync.
-            with trio.move_on_after(5.0 if self.problems else self._resync):
-                await self._control.replica.wait_changed()
+        await follow_state(self._control.replica, self._converged, resync=self._resync, failed=self._failed)
+
+    async def _converged(self) -> bool:
+        # Problems (an uplink not there yet) are retried sooner than a full resync.
+        return not await self.round()
+
+    def _failed(self, e: Exception) -> None:
+        log.exception("network: converging the host's links failed", exc_info=e)
+        self.problems = [f"converging the host's links failed: {e}"]
 
 
 def _nic_locations(cache: StateCache) -> list[tuple[str, str, str]]:
